@@ -1,0 +1,13 @@
+# The shared library that Python loads through cffi: the core plus the
+# batch helpers of the channel (bridge/aqm_chan_lib.c).
+BRIDGE_LIB_SRCS := bridge/aqm_chan_lib.c
+BRIDGE_LIB_OBJS := $(BRIDGE_LIB_SRCS:bridge/%.c=$(BUILD)/bridge/%.o)
+
+$(BUILD)/bridge/%.o: bridge/%.c $(CORE_HDRS) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) -fPIC $(CORE_INC) -c $< -o $@
+
+$(BUILD)/libaqmcore.so: $(CORE_OBJS) $(BRIDGE_LIB_OBJS)
+	$(CC) -shared -o $@ $^
+
+ALL_TARGETS += $(BUILD)/libaqmcore.so

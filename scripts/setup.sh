@@ -1,0 +1,28 @@
+#!/bin/sh
+# Install what building and testing AQM-LLM needs on a fresh Debian/Ubuntu
+# machine, then a virtual environment in .venv with the project in it.
+# Idempotent: a second run only checks.
+set -eu
+cd "$(dirname "$0")/.."
+
+APT_PKGS="build-essential clang libclang-rt-dev mandoc iproute2 python3-venv python3-dev"
+missing=""
+for p in $APT_PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+	    missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "setup: need root to install:$missing" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	# shellcheck disable=SC2086
+	apt-get install -y -q --no-install-recommends $missing
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev,sim]"
