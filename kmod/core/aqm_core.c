@@ -202,6 +202,13 @@ roll(struct aqm_core *c, uint64_t p)
 }
 
 uint32_t
+aqm_prob_base(const struct aqm_core *c)
+{
+
+	return (c->prob);
+}
+
+uint32_t
 aqm_prob_c(const struct aqm_core *c)
 {
 

@@ -180,7 +180,8 @@ int	aqm_attach(struct aqm_core *c, void *region, uint64_t size,
 	    uint64_t now_ns);
 void	aqm_detach(struct aqm_core *c);
 
-/* p_C and p_CL derived from p'. */
+/* p', and p_C and p_CL derived from it. */
+uint32_t aqm_prob_base(const struct aqm_core *c);
 uint32_t aqm_prob_c(const struct aqm_core *c);
 uint32_t aqm_prob_cl(const struct aqm_core *c);
 
