@@ -76,6 +76,7 @@
 /* aqm_chan_hdr.flags */
 #define AQM_CHAN_F_PAUSED	0x1u	/* daemon asks for fallback only */
 #define AQM_CHAN_F_PRODUCER_UP	0x2u	/* a data path is attached */
+#define AQM_CHAN_F_CONSUMER_UP	0x4u	/* a daemon is reading states */
 
 /* struct aqm_state_rec.flags */
 #define AQM_STATE_F_FIRST	0x1u	/* queue was empty at enqueue */

@@ -54,6 +54,23 @@ uint32_t aqm_prob_cl(const struct aqm_core *c);
 void aqm_counters_get(const struct aqm_core *c, struct aqm_counters *out);
 void aqm_counters_publish(struct aqm_core *c, uint64_t now_ns);
 uint32_t aqm_abi_describe(struct aqm_abi_entry *out, uint32_t max);
+
+uint64_t aqm_chan_handle_size(void);
+uint64_t aqm_chan_region_bytes(uint32_t, uint32_t);
+int aqm_chan_layout(void *handle, void *base, uint64_t size, uint32_t se, uint32_t ve);
+int aqm_chan_attach_view(void *handle, void *base, uint64_t size);
+int64_t aqm_chan_pending_states(void *handle);
+int64_t aqm_chan_read_states(void *handle, void *out, uint32_t max);
+int64_t aqm_chan_write_verdicts(void *handle, const uint64_t *seq, const uint32_t *action,
+                                uint32_t model_tag, uint32_t n);
+int aqm_chan_read_ctrl(void *handle, void *counters, void *current, uint64_t *now_ns,
+                       uint64_t *prob_base);
+uint32_t aqm_chan_request_params(void *handle, const void *params);
+int aqm_chan_poll_params(void *handle, uint32_t req, int32_t *result);
+uint32_t aqm_chan_get_flags(void *handle);
+void aqm_chan_change_flags(void *handle, uint32_t set, uint32_t clear);
+void aqm_chan_set_index(void *handle, uint32_t which, uint32_t value);
+const char *aqm_chan_strerror(int code);
 """
 
 ffi = FFI()
