@@ -11,3 +11,10 @@ $(BUILD)/libaqmcore.so: $(CORE_OBJS) $(BRIDGE_LIB_OBJS)
 	$(CC) -shared -o $@ $^
 
 ALL_TARGETS += $(BUILD)/libaqmcore.so
+
+# The Linux data path host: the core over a POSIX shm region, real time.
+HOST_CFLAGS := -std=c99 -Wall -Wextra -Werror
+$(BUILD)/aqm-host: bridge/linux/aqm_host.c $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
+	$(CC) $(HOST_CFLAGS) $(CFLAGS) $(CORE_INC) $< $(BUILD)/libaqmcore.a -lm -lrt -o $@
+
+ALL_TARGETS += $(BUILD)/aqm-host

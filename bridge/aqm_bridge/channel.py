@@ -26,6 +26,7 @@ from .core import counters_to_dict, params_from_dict, params_to_dict
 
 SHM_DIR = Path("/dev/shm")
 CTRL_READ_RETRIES = 3
+IDX_OFF = 64  # AQM_CHAN_IDX_OFF: four indices, one cache line (16 words) each
 # Largest region we agree to map: the biggest rings the ABI allows.
 MAX_REGION_BYTES = int(lib.aqm_chan_region_bytes(1 << 22, 1 << 22))
 
@@ -213,6 +214,11 @@ class Region:
     @consumer_up.setter
     def consumer_up(self, on: bool) -> None:
         self._set_flag(FLAG_CONSUMER_UP, on)
+
+    def indices(self) -> tuple[int, int, int, int]:
+        """The shared ring indices: state prod, state cons, verdict prod, verdict cons."""
+        raw = np.frombuffer(self._mm, dtype="<u4", count=4 * 16, offset=IDX_OFF)
+        return tuple(int(x) for x in raw[::16])  # type: ignore[return-value]
 
     def set_index(self, which: int, value: int) -> None:
         """Tests only: move a shared ring index as a buggy or hostile peer would."""

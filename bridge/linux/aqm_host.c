@@ -1,0 +1,793 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * aqm-host: the AQM-LLM data path on Linux, in user space.
+ *
+ * The same core as the FreeBSD module drives a bottleneck link emulated in
+ * real time on CLOCK_MONOTONIC, with its channel region in a POSIX
+ * shared-memory object (mode 0600) so that aqmllmd runs as a separate
+ * process exactly as it does against /dev/aqm_llm.  The load is either
+ * synthetic responsive flows (scalable ones that react to each mark, as
+ * DCTCP does, and classic ones that halve once per round trip, as Reno
+ * does), a packet trace, or, with --stress, packets as fast as possible.
+ *
+ * The host never waits for the daemon: a verdict that is not there when a
+ * packet leaves is DualPI2's to give.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aqm_core.h"
+
+#define MAX_FLOWS	64
+#define ACKQ_SIZE	16384		/* per flow, > any window we allow */
+#define MAX_CWND	8000.0
+#define SOJOURN_CAP	(1u << 20)	/* samples kept per queue */
+#define TICK_NS		1000000ull
+#define SPIN_NS		20000ull
+
+enum flow_kind { FLOW_L4S, FLOW_CLASSIC_ECN, FLOW_CLASSIC };
+
+struct ack {
+	uint64_t at_ns;
+	uint8_t	 ce;
+	uint8_t	 lost;
+};
+
+struct flow {
+	enum flow_kind kind;
+	uint64_t rtt_ns;
+	double	 cwnd;
+	double	 ssthresh;
+	uint32_t inflight;
+	uint64_t no_cut_until;		/* classic: one cut per round trip */
+	uint64_t delivered_bytes;
+	struct ack ackq[ACKQ_SIZE];
+	uint32_t ack_head, ack_tail;
+};
+
+struct hpkt {
+	struct aqm_pkt meta;
+	uint16_t flow;
+};
+
+struct fifo {
+	struct hpkt *slot;
+	uint32_t cap, head, len;
+};
+
+struct samples {
+	uint32_t *v;
+	uint64_t n;
+};
+
+struct host {
+	struct aqm_core *core;
+	struct aqm_chan chan;
+	void	*region;
+	uint64_t region_size;
+	char	 shm_name[128];
+	int	 have_shm;
+	struct fifo q[AQM_NQUEUES];
+	struct flow *flows;
+	int	 nflows;
+	double	 rate_bps;		/* link, bits/s */
+	uint64_t link_free_ns;
+	uint64_t bytes_sent;
+	struct samples soj[AQM_NQUEUES];
+	uint64_t rng;
+	FILE	*stress_log;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_signal(int sig)
+{
+
+	(void)sig;
+	stop_requested = 1;
+}
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+}
+
+static void
+sleep_until(uint64_t t)
+{
+	struct timespec ts;
+	uint64_t now = mono_ns();
+
+	if (t <= now)
+		return;
+	if (t - now < SPIN_NS) {
+		while (mono_ns() < t)
+			;
+		return;
+	}
+	t -= SPIN_NS / 2;
+	ts.tv_sec = (time_t)(t / 1000000000ull);
+	ts.tv_nsec = (long)(t % 1000000000ull);
+	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
+static double
+uniform(struct host *h)
+{
+	uint64_t x = h->rng;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	h->rng = x;
+	return ((double)((x * 0x2545f4914f6cdd1dull) >> 11) / 9007199254740992.0);
+}
+
+static void *
+xcalloc(size_t n, size_t sz)
+{
+	void *p = calloc(n, sz);
+
+	if (p == NULL) {
+		fprintf(stderr, "aqm-host: out of memory\n");
+		exit(1);
+	}
+	return (p);
+}
+
+/* -- the two FIFOs a host keeps ------------------------------------------ */
+
+static int
+fifo_push(struct fifo *f, const struct hpkt *p)
+{
+
+	if (f->len == f->cap)
+		return (-1);
+	f->slot[(f->head + f->len) % f->cap] = *p;
+	f->len++;
+	return (0);
+}
+
+static struct hpkt
+fifo_pop(struct fifo *f)
+{
+	struct hpkt p = f->slot[f->head];
+
+	f->head = (f->head + 1) % f->cap;
+	f->len--;
+	return (p);
+}
+
+static uint64_t
+fifo_head_ts(const struct fifo *f)
+{
+
+	return (f->len != 0 ? f->slot[f->head].meta.ts_ns : 0);
+}
+
+static void
+sample_add(struct samples *s, uint64_t v)
+{
+
+	if (s->n < SOJOURN_CAP)
+		s->v[s->n] = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+	s->n++;
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x < y ? -1 : x > y);
+}
+
+static double
+percentile_ms(struct samples *s, double pct)
+{
+	uint64_t n = s->n < SOJOURN_CAP ? s->n : SOJOURN_CAP;
+	uint64_t i;
+
+	if (n == 0)
+		return (0);
+	i = (uint64_t)(pct / 100.0 * (double)(n - 1) + 0.5);
+	return (s->v[i] / 1e6);
+}
+
+/* -- responsive flows ------------------------------------------------------ */
+
+static uint8_t
+flow_ecn(const struct flow *f)
+{
+
+	switch (f->kind) {
+	case FLOW_L4S:
+		return (AQM_ECN_ECT1);
+	case FLOW_CLASSIC_ECN:
+		return (AQM_ECN_ECT0);
+	default:
+		return (AQM_ECN_NOT_ECT);
+	}
+}
+
+static void
+flow_feedback(struct flow *f, uint64_t at_ns, int ce, int lost)
+{
+	struct ack *a;
+
+	if (f->ack_tail - f->ack_head >= ACKQ_SIZE)
+		return;			/* cannot happen: inflight < ACKQ_SIZE */
+	a = &f->ackq[f->ack_tail % ACKQ_SIZE];
+	a->at_ns = at_ns;
+	a->ce = (uint8_t)ce;
+	a->lost = (uint8_t)lost;
+	f->ack_tail++;
+}
+
+static void
+flow_cut(struct flow *f, uint64_t now)
+{
+
+	if (now < f->no_cut_until)
+		return;
+	f->cwnd = fmax(2.0, f->cwnd / 2);
+	f->ssthresh = f->cwnd;
+	f->no_cut_until = now + f->rtt_ns;
+}
+
+/* Congestion control on one acknowledgement (or loss notice). */
+static void
+flow_on_ack(struct flow *f, const struct ack *a, uint64_t now)
+{
+
+	if (f->inflight > 0)
+		f->inflight--;
+	if (a->lost) {
+		flow_cut(f, now);
+	} else if (a->ce && f->kind == FLOW_L4S) {
+		/* Scalable: a small cut per mark (DCTCP's alpha/2 per window). */
+		f->cwnd = fmax(2.0, f->cwnd - 0.5);
+		f->ssthresh = f->cwnd;
+	} else if (a->ce) {
+		flow_cut(f, now);
+	} else {
+		f->delivered_bytes += 1500;
+		f->cwnd += f->cwnd < f->ssthresh ? 1.0 : 1.0 / f->cwnd;
+		if (f->cwnd > MAX_CWND)
+			f->cwnd = MAX_CWND;
+	}
+}
+
+static void
+process_acks(struct host *h, uint64_t now)
+{
+	struct flow *f;
+	int i;
+
+	for (i = 0; i < h->nflows; i++) {
+		f = &h->flows[i];
+		while (f->ack_head != f->ack_tail &&
+		    f->ackq[f->ack_head % ACKQ_SIZE].at_ns <= now) {
+			flow_on_ack(f, &f->ackq[f->ack_head % ACKQ_SIZE], now);
+			f->ack_head++;
+		}
+	}
+}
+
+static uint64_t
+next_ack_ns(const struct host *h)
+{
+	uint64_t t = UINT64_MAX;
+	int i;
+
+	for (i = 0; i < h->nflows; i++) {
+		const struct flow *f = &h->flows[i];
+
+		if (f->ack_head != f->ack_tail &&
+		    f->ackq[f->ack_head % ACKQ_SIZE].at_ns < t)
+			t = f->ackq[f->ack_head % ACKQ_SIZE].at_ns;
+	}
+	return (t);
+}
+
+/* -- the data path ---------------------------------------------------------- */
+
+/* Offer one packet to the queue; 0 if accepted. */
+static int
+host_enqueue(struct host *h, uint64_t now, uint32_t len, uint8_t ecn,
+    uint16_t flow)
+{
+	struct hpkt p;
+
+	if (aqm_enqueue(h->core, now, len, ecn, &p.meta) == AQM_V_DROP)
+		return (-1);
+	p.flow = flow;
+	if (fifo_push(&h->q[p.meta.queue], &p) != 0) {
+		/* Limits keep the FIFOs from filling; flush if they ever do. */
+		aqm_forget(h->core, &p.meta, fifo_head_ts(&h->q[p.meta.queue]));
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Serve the link once: select, pop, decide; drops are dealt with and the
+ * next packet taken.  Returns the bytes sent, 0 when the queues are empty.
+ */
+static uint32_t
+host_transmit(struct host *h, uint64_t now, struct aqm_decision *out)
+{
+	struct aqm_decision d;
+	struct hpkt p;
+	struct flow *f;
+	uint64_t tx_ns;
+	int q;
+
+	for (;;) {
+		q = aqm_select(h->core, now);
+		if (q == AQM_SELECT_NONE)
+			return (0);
+		p = fifo_pop(&h->q[q]);
+		aqm_dequeue(h->core, now, &p.meta, fifo_head_ts(&h->q[q]), &d);
+		if (out != NULL)
+			*out = d;
+		if (h->stress_log != NULL) {
+			uint64_t rec[2] = { p.meta.seq,
+			    (uint64_t)d.source | (uint64_t)d.verdict << 8 };
+
+			fwrite(rec, sizeof(rec), 1, h->stress_log);
+		}
+		f = p.flow < h->nflows ? &h->flows[p.flow] : NULL;
+		if (d.verdict == AQM_V_DROP) {
+			if (f != NULL)
+				flow_feedback(f, now + f->rtt_ns, 0, 1);
+			continue;
+		}
+		sample_add(&h->soj[q], now - p.meta.ts_ns);
+		h->bytes_sent += p.meta.len;
+		tx_ns = (uint64_t)((double)p.meta.len * 8e9 / h->rate_bps);
+		h->link_free_ns = now + tx_ns;
+		if (f != NULL)
+			flow_feedback(f, now + tx_ns + f->rtt_ns,
+			    d.verdict == AQM_V_MARK ||
+			    p.meta.ecn == AQM_ECN_CE, 0);
+		return (p.meta.len);
+	}
+}
+
+static void
+send_what_windows_allow(struct host *h, uint64_t now)
+{
+	struct flow *f;
+	int i;
+
+	for (i = 0; i < h->nflows; i++) {
+		f = &h->flows[i];
+		while (f->inflight < (uint32_t)f->cwnd &&
+		    f->inflight < ACKQ_SIZE - 1) {
+			f->inflight++;
+			if (host_enqueue(h, now, 1500, flow_ecn(f),
+			    (uint16_t)i) != 0)
+				flow_feedback(f, now + f->rtt_ns, 0, 1);
+		}
+	}
+}
+
+/* -- modes ------------------------------------------------------------------ */
+
+static void
+run_flows(struct host *h, double duration_s)
+{
+	uint64_t start = mono_ns(), end, now, next_tick, t;
+
+	end = start + (uint64_t)(duration_s * 1e9);
+	next_tick = start + TICK_NS;
+	while (!stop_requested && (now = mono_ns()) < end) {
+		process_acks(h, now);
+		send_what_windows_allow(h, now);
+		if (now >= h->link_free_ns)
+			host_transmit(h, now, NULL);
+		if (now >= next_tick) {
+			aqm_tick(h->core, now);
+			next_tick += TICK_NS;
+		}
+		t = next_tick;
+		if (h->q[0].len + h->q[1].len != 0 && h->link_free_ns < t)
+			t = h->link_free_ns;
+		if (next_ack_ns(h) < t)
+			t = next_ack_ns(h);
+		sleep_until(t);
+	}
+}
+
+/* A trace: lines of "time_ns len ecn", times relative to the start. */
+static int
+run_trace(struct host *h, const char *path, double duration_s)
+{
+	FILE *fp = fopen(path, "r");
+	uint64_t start, end, now, next_tick, t_rel, t;
+	unsigned len, ecn;
+	int have, line = 0;
+
+	if (fp == NULL) {
+		fprintf(stderr, "aqm-host: cannot open trace %s: %s\n", path,
+		    strerror(errno));
+		return (-1);
+	}
+	start = mono_ns();
+	end = start + (uint64_t)(duration_s * 1e9);
+	next_tick = start + TICK_NS;
+	have = 0;
+	while (!stop_requested && (now = mono_ns()) < end) {
+		while (!have) {
+			if (fscanf(fp, "%" SCNu64 " %u %u", &t_rel, &len,
+			    &ecn) != 3)
+				break;
+			line++;
+			if (len == 0 || len > 65535 || ecn > 3) {
+				fprintf(stderr, "aqm-host: %s:%d: bad packet "
+				    "(len 1..65535, ecn 0..3)\n", path, line);
+				fclose(fp);
+				return (-1);
+			}
+			have = 1;
+		}
+		while (have && start + t_rel <= now) {
+			host_enqueue(h, now, len, (uint8_t)ecn, UINT16_MAX);
+			have = fscanf(fp, "%" SCNu64 " %u %u", &t_rel, &len,
+			    &ecn) == 3;
+		}
+		if (now >= h->link_free_ns)
+			host_transmit(h, now, NULL);
+		if (now >= next_tick) {
+			aqm_tick(h->core, now);
+			next_tick += TICK_NS;
+		}
+		if (!have && h->q[0].len + h->q[1].len == 0)
+			break;
+		t = next_tick;
+		if (h->q[0].len + h->q[1].len != 0 && h->link_free_ns < t)
+			t = h->link_free_ns;
+		if (have && start + t_rel < t)
+			t = start + t_rel;
+		sleep_until(t);
+	}
+	fclose(fp);
+	return (0);
+}
+
+/*
+ * As fast as possible: keep about `backlog` packets queued so that verdicts
+ * have a chance to arrive, and log every decision for the stress test.
+ */
+static void
+run_stress(struct host *h, uint64_t npkts, uint32_t backlog, double pps)
+{
+	static const uint8_t ecns[4] = { AQM_ECN_ECT1, AQM_ECN_ECT0,
+	    AQM_ECN_NOT_ECT, AQM_ECN_CE };
+	uint64_t sent = 0, now, next_tick = 0, i, start = mono_ns();
+	int k;
+
+	for (i = 0; i < npkts && !stop_requested; i++) {
+		if (pps > 0)
+			sleep_until(start + (uint64_t)((double)i * 1e9 / pps));
+		now = mono_ns();
+		host_enqueue(h, now, 64 + (uint32_t)(uniform(h) * 1437),
+		    ecns[i & 3], UINT16_MAX);
+		while (h->q[0].len + h->q[1].len > backlog)
+			sent += host_transmit(h, mono_ns(), NULL);
+		if (now >= next_tick) {
+			aqm_tick(h->core, now);
+			next_tick = now + TICK_NS;
+		}
+	}
+	while (h->q[0].len + h->q[1].len != 0)
+		sent += host_transmit(h, mono_ns(), NULL);
+	/* Let the last verdicts in, so each is counted applied, late or bad. */
+	for (k = 0; k < 200; k++) {
+		aqm_tick(h->core, mono_ns());
+		usleep(1000);
+	}
+	(void)sent;
+}
+
+/* -- set up and report ------------------------------------------------------ */
+
+static int
+open_region(struct host *h, const char *name, uint32_t se, uint32_t ve)
+{
+	int fd, rc;
+
+	h->region_size = aqm_chan_region_size(se, ve);
+	snprintf(h->shm_name, sizeof(h->shm_name), "/%s", name);
+	fd = shm_open(h->shm_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "aqm-host: shm_open %s: %s\n", h->shm_name,
+		    strerror(errno));
+		return (-1);
+	}
+	h->have_shm = 1;
+	if (fchmod(fd, 0600) != 0 ||
+	    ftruncate(fd, (off_t)h->region_size) != 0) {
+		fprintf(stderr, "aqm-host: sizing %s: %s\n", h->shm_name,
+		    strerror(errno));
+		close(fd);
+		return (-1);
+	}
+	h->region = mmap(NULL, h->region_size, PROT_READ | PROT_WRITE,
+	    MAP_SHARED, fd, 0);
+	close(fd);
+	if (h->region == MAP_FAILED) {
+		fprintf(stderr, "aqm-host: mmap: %s\n", strerror(errno));
+		return (-1);
+	}
+	rc = aqm_chan_init(&h->chan, h->region, h->region_size, se, ve);
+	if (rc != AQM_CHAN_OK) {
+		fprintf(stderr, "aqm-host: ring sizes %u/%u refused\n", se, ve);
+		return (-1);
+	}
+	return (0);
+}
+
+static void
+wait_consumer(struct host *h, double seconds)
+{
+	uint64_t until = mono_ns() + (uint64_t)(seconds * 1e9);
+
+	while (!stop_requested && mono_ns() < until &&
+	    !(aqm_load_acquire(&h->chan.hdr->flags) & AQM_CHAN_F_CONSUMER_UP))
+		usleep(1000);
+}
+
+static void
+print_report(struct host *h, int json, double wall_s)
+{
+	struct aqm_counters c;
+	uint64_t decided;
+	double model_share;
+	int i;
+
+	aqm_counters_get(h->core, &c);
+	decided = c.decisions_model + c.decisions_fallback;
+	model_share = decided ? (double)c.decisions_model / decided : 0;
+	for (i = 0; i < 2; i++)
+		qsort(h->soj[i].v, h->soj[i].n < SOJOURN_CAP ? h->soj[i].n :
+		    SOJOURN_CAP, sizeof(uint32_t), cmp_u32);
+	if (!json) {
+		printf("aqm-host: %.1f s, %.1f Mbit/s delivered of %.1f\n",
+		    wall_s, h->bytes_sent * 8 / wall_s / 1e6, h->rate_bps / 1e6);
+		printf("  decisions: %" PRIu64 " (model %.1f%%, DualPI2 "
+		    "%.1f%%)\n", decided, 100 * model_share,
+		    100 * (1 - model_share));
+		for (i = 1; i >= 0; i--)
+			printf("  %s queue: %" PRIu64 " pkts, sojourn p50 %.3f "
+			    "p99 %.3f ms, marks %" PRIu64 "+%" PRIu64
+			    " drops %" PRIu64 "+%" PRIu64 " (DualPI2+model),"
+			    " limit drops %" PRIu64 "\n", i ? "L" : "C",
+			    c.pkts_in[i], percentile_ms(&h->soj[i], 50),
+			    percentile_ms(&h->soj[i], 99), c.marks_fallback[i],
+			    c.marks_model[i], c.drops_fallback[i],
+			    c.drops_model[i], c.drops_limit[i]);
+		printf("  verdicts: applied %" PRIu64 ", late %" PRIu64
+		    ", bad %" PRIu64 "; states published %" PRIu64
+		    ", lost %" PRIu64 "; p' %.4f\n", c.verdicts_applied,
+		    c.verdicts_late, c.verdicts_bad, c.states_published,
+		    c.states_lost, aqm_prob_base(h->core) / 4294967295.0);
+		return;
+	}
+	printf("{\"wall_s\": %.3f, \"link_mbps\": %.3f, "
+	    "\"delivered_mbps\": %.3f, \"decisions\": %" PRIu64 ", "
+	    "\"model_share\": %.6f, \"p_prime\": %.6f",
+	    wall_s, h->rate_bps / 1e6, h->bytes_sent * 8 / wall_s / 1e6,
+	    decided, model_share, aqm_prob_base(h->core) / 4294967295.0);
+	for (i = 0; i < 2; i++)
+		printf(", \"sojourn_ms_%s\": {\"p50\": %.4f, \"p90\": %.4f, "
+		    "\"p99\": %.4f, \"p999\": %.4f, \"n\": %" PRIu64 "}",
+		    i ? "l" : "c", percentile_ms(&h->soj[i], 50),
+		    percentile_ms(&h->soj[i], 90), percentile_ms(&h->soj[i], 99),
+		    percentile_ms(&h->soj[i], 99.9), h->soj[i].n);
+#define PQ(name) printf(", \"" #name "\": [%" PRIu64 ", %" PRIu64 "]", \
+	c.name[0], c.name[1])
+#define PS(name) printf(", \"" #name "\": %" PRIu64, c.name)
+	PQ(pkts_in); PQ(bytes_in); PQ(pkts_out); PQ(bytes_out);
+	PQ(drops_limit); PQ(marks_model); PQ(drops_model);
+	PQ(marks_fallback); PQ(drops_fallback);
+	PS(step_marks); PS(decisions_model); PS(decisions_fallback);
+	PS(verdicts_applied); PS(verdicts_late); PS(verdicts_bad);
+	PS(states_published); PS(states_lost); PS(channel_errors);
+	PS(pi_updates);
+#undef PQ
+#undef PS
+	printf("}\n");
+}
+
+static void
+usage(void)
+{
+
+	fprintf(stderr,
+	    "usage: aqm-host [--shm NAME | --no-channel] [--rate-mbps R]\n"
+	    "         [--duration S] [--rtt-ms MS] [--l4s N] [--classic-ecn N]\n"
+	    "         [--classic N] [--trace FILE] [--stress NPKTS]\n"
+	    "         [--stress-log FILE] [--pps N] [--backlog N]\n"
+	    "         [--wait-consumer S]\n"
+	    "         [--state-ring N] [--verdict-ring N] [--keep-shm]\n"
+	    "         [--seed N] [--json]\n");
+	exit(2);
+}
+
+static double
+num_arg(const char *opt, const char *s, double lo, double hi)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
+		fprintf(stderr, "aqm-host: --%s %s: want a number in [%g, %g]\n",
+		    opt, s, lo, hi);
+		exit(2);
+	}
+	return (v);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "shm", required_argument, NULL, 's' },
+		{ "no-channel", no_argument, NULL, 'n' },
+		{ "rate-mbps", required_argument, NULL, 'r' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "rtt-ms", required_argument, NULL, 'R' },
+		{ "l4s", required_argument, NULL, 'L' },
+		{ "classic-ecn", required_argument, NULL, 'E' },
+		{ "classic", required_argument, NULL, 'C' },
+		{ "trace", required_argument, NULL, 't' },
+		{ "stress", required_argument, NULL, 'S' },
+		{ "stress-log", required_argument, NULL, 'l' },
+		{ "backlog", required_argument, NULL, 'b' },
+		{ "pps", required_argument, NULL, 'p' },
+		{ "wait-consumer", required_argument, NULL, 'w' },
+		{ "state-ring", required_argument, NULL, 'x' },
+		{ "verdict-ring", required_argument, NULL, 'y' },
+		{ "keep-shm", no_argument, NULL, 'k' },
+		{ "seed", required_argument, NULL, 'z' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct host h;
+	const char *shm = "aqm_llm", *trace = NULL, *stress_log = NULL;
+	double duration = 5, rtt_ms = 20, wait_s = 0, pps = 0, wall;
+	uint64_t stress = 0, start;
+	uint32_t backlog = 256, se = 65536, ve = 65536;
+	int n_l = 2, n_ce = 1, n_c = 1, json = 0, keep = 0, channel = 1;
+	int ch, i, rc = 0;
+
+	memset(&h, 0, sizeof(h));
+	h.rate_bps = 100e6;
+	h.rng = 1;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's': shm = optarg; break;
+		case 'n': channel = 0; break;
+		case 'r': h.rate_bps = num_arg("rate-mbps", optarg, 0.1,
+		    100000) * 1e6; break;
+		case 'd': duration = num_arg("duration", optarg, 0, 86400);
+		    break;
+		case 'R': rtt_ms = num_arg("rtt-ms", optarg, 0, 10000); break;
+		case 'L': n_l = (int)num_arg("l4s", optarg, 0, 32); break;
+		case 'E': n_ce = (int)num_arg("classic-ecn", optarg, 0, 16);
+		    break;
+		case 'C': n_c = (int)num_arg("classic", optarg, 0, 16); break;
+		case 't': trace = optarg; break;
+		case 'S': stress = (uint64_t)num_arg("stress", optarg, 1,
+		    1e10); break;
+		case 'l': stress_log = optarg; break;
+		case 'b': backlog = (uint32_t)num_arg("backlog", optarg, 1,
+		    AQM_LIMIT_PKTS_MAX - 1); break;
+		case 'p': pps = num_arg("pps", optarg, 0, 1e9); break;
+		case 'w': wait_s = num_arg("wait-consumer", optarg, 0, 600);
+		    break;
+		case 'x': se = (uint32_t)num_arg("state-ring", optarg, 1,
+		    AQM_RING_MAX_ENTRIES); break;
+		case 'y': ve = (uint32_t)num_arg("verdict-ring", optarg, 1,
+		    AQM_RING_MAX_ENTRIES); break;
+		case 'k': keep = 1; break;
+		case 'z': h.rng = (uint64_t)num_arg("seed", optarg, 0,
+		    1e18) | 1; break;
+		case 'j': json = 1; break;
+		default: usage();
+		}
+	}
+	if (optind != argc || strlen(shm) == 0 || strlen(shm) > 100 ||
+	    strchr(shm, '/') != NULL)
+		usage();
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	h.core = xcalloc(1, (size_t)aqm_core_size());
+	aqm_core_init(h.core, NULL, h.rng, mono_ns());
+	for (i = 0; i < 2; i++) {
+		h.q[i].cap = AQM_LIMIT_PKTS_MAX + 1;
+		h.q[i].slot = xcalloc(h.q[i].cap, sizeof(struct hpkt));
+		h.soj[i].v = xcalloc(SOJOURN_CAP, sizeof(uint32_t));
+	}
+	if (trace == NULL && stress == 0) {
+		h.nflows = n_l + n_ce + n_c;
+		if (h.nflows == 0 || h.nflows > MAX_FLOWS) {
+			fprintf(stderr, "aqm-host: want 1..%d flows\n",
+			    MAX_FLOWS);
+			return (2);
+		}
+		h.flows = xcalloc((size_t)h.nflows, sizeof(struct flow));
+		for (i = 0; i < h.nflows; i++) {
+			h.flows[i].kind = i < n_l ? FLOW_L4S :
+			    i < n_l + n_ce ? FLOW_CLASSIC_ECN : FLOW_CLASSIC;
+			/* Spread base RTTs a little so flows do not lock step. */
+			h.flows[i].rtt_ns = (uint64_t)(rtt_ms * 1e6 *
+			    (0.9 + 0.2 * uniform(&h)));
+			h.flows[i].cwnd = 10;
+			h.flows[i].ssthresh = MAX_CWND;
+		}
+	}
+	if (channel) {
+		if (open_region(&h, shm, se, ve) != 0) {
+			rc = 1;
+			goto out;
+		}
+		if (aqm_attach(h.core, h.region, h.region_size, mono_ns()) !=
+		    AQM_OK) {
+			fprintf(stderr, "aqm-host: core refused the region\n");
+			rc = 1;
+			goto out;
+		}
+		if (wait_s > 0)
+			wait_consumer(&h, wait_s);
+	}
+	if (stress_log != NULL &&
+	    (h.stress_log = fopen(stress_log, "wb")) == NULL) {
+		fprintf(stderr, "aqm-host: %s: %s\n", stress_log,
+		    strerror(errno));
+		rc = 1;
+		goto out;
+	}
+
+	start = mono_ns();
+	if (stress != 0)
+		run_stress(&h, stress, backlog, pps);
+	else if (trace != NULL)
+		rc = run_trace(&h, trace, duration) != 0;
+	else
+		run_flows(&h, duration);
+	wall = (mono_ns() - start) / 1e9;
+	aqm_tick(h.core, mono_ns());
+	if (rc == 0)
+		print_report(&h, json, wall > 0 ? wall : 1e-9);
+out:
+	if (h.stress_log != NULL)
+		fclose(h.stress_log);
+	aqm_detach(h.core);
+	if (h.have_shm && !keep)
+		shm_unlink(h.shm_name);
+	return (rc);
+}
