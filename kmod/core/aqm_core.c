@@ -135,8 +135,6 @@ aqm_core_init(struct aqm_core *c, const struct aqm_params *p, uint64_t seed,
     uint64_t now_ns)
 {
 	struct aqm_params defaults;
-	uint8_t *b;
-	uint64_t i;
 
 	if (p == (const struct aqm_params *)0) {
 		aqm_params_default(&defaults);
@@ -144,9 +142,8 @@ aqm_core_init(struct aqm_core *c, const struct aqm_params *p, uint64_t seed,
 	}
 	if (aqm_params_validate(p) != AQM_OK)
 		return (AQM_EINVAL);
-	b = (uint8_t *)c;
-	for (i = 0; i < sizeof(*c); i++)
-		b[i] = 0;
+	/* The builtin needs no header; the kernel and libc both provide it. */
+	__builtin_memset(c, 0, sizeof(*c));
 	apply_params(c, p);
 	reset_credit(c);
 	c->next_update_ns = now_ns + p->tupdate_ns;
