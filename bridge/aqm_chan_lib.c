@@ -84,25 +84,22 @@ aqm_chan_write_verdicts(void *handle, const uint64_t *seq,
 {
 	struct aqm_chan *ch = handle;
 	struct aqm_verdict_rec *v;
-	uint32_t prod, cons, i, room;
-	int64_t used;
+	uint32_t i, room;
 
-	prod = ch->verdict_prod;
-	cons = aqm_load_acquire(&ch->idx[AQM_IDX_VERDICT_CONS].value);
-	used = aqm_ring_pending(prod, cons, ch->verdict_mask);
-	if (used < 0)
+	room = aqm_verdict_room(ch, n);
+	if (room == UINT32_MAX)
 		return (AQM_CHAN_ECORRUPT);
-	room = ch->verdict_mask + 1 - (uint32_t)used;
 	if (n > room)
 		n = room;
 	for (i = 0; i < n; i++) {
-		v = &ch->verdicts[(prod + i) & ch->verdict_mask];
+		v = &ch->verdicts[(ch->verdict_prod + i) & ch->verdict_mask];
 		v->seq = seq[i];
 		v->action = action[i];
 		v->model_tag = model_tag;
 	}
-	ch->verdict_prod = prod + n;
-	aqm_store_release(&ch->idx[AQM_IDX_VERDICT_PROD].value, prod + n);
+	ch->verdict_prod += n;
+	aqm_store_release(&ch->idx[AQM_IDX_VERDICT_PROD].value,
+	    ch->verdict_prod);
 	return ((int64_t)n);
 }
 

@@ -264,6 +264,12 @@ struct aqm_chan {
 	uint32_t		 state_cons;	/* daemon */
 	uint32_t		 verdict_prod;	/* daemon */
 	uint32_t		 verdict_cons;	/* data path */
+	/*
+	 * The peer's index as last seen: a producer reloads it only when the
+	 * ring looks full, so the line it sits on does not bounce per record.
+	 */
+	uint32_t		 state_cons_seen;	/* data path */
+	uint32_t		 verdict_cons_seen;	/* daemon */
 };
 
 /* Errors from aqm_chan_init() and aqm_chan_open(): negative, stable. */
@@ -311,6 +317,8 @@ aqm_chan_bind(struct aqm_chan *ch, void *base, uint64_t size,
 	    aqm_load_acquire(&ch->idx[AQM_IDX_VERDICT_PROD].value);
 	ch->verdict_cons =
 	    aqm_load_acquire(&ch->idx[AQM_IDX_VERDICT_CONS].value);
+	ch->state_cons_seen = ch->state_cons;
+	ch->verdict_cons_seen = ch->verdict_cons;
 }
 
 /*
@@ -399,12 +407,15 @@ aqm_state_push(struct aqm_chan *ch, const struct aqm_state_rec *rec)
 	int64_t used;
 
 	prod = ch->state_prod;
-	cons = aqm_load_acquire(&ch->idx[AQM_IDX_STATE_CONS].value);
-	used = aqm_ring_pending(prod, cons, ch->state_mask);
-	if (used < 0)
-		return (AQM_CHAN_ECORRUPT);
-	if ((uint64_t)used > ch->state_mask)
-		return (0);
+	if (prod - ch->state_cons_seen > ch->state_mask) {
+		cons = aqm_load_acquire(&ch->idx[AQM_IDX_STATE_CONS].value);
+		used = aqm_ring_pending(prod, cons, ch->state_mask);
+		if (used < 0)
+			return (AQM_CHAN_ECORRUPT);
+		ch->state_cons_seen = cons;
+		if ((uint64_t)used > ch->state_mask)
+			return (0);
+	}
 	ch->states[prod & ch->state_mask] = *rec;
 	ch->state_prod = prod + 1;
 	aqm_store_release(&ch->idx[AQM_IDX_STATE_PROD].value, prod + 1);
@@ -436,6 +447,28 @@ aqm_state_pop_batch(struct aqm_chan *ch, struct aqm_state_rec *out,
 }
 
 /*
+ * Free slots in the verdict ring, looking at the consumer's index only when
+ * the last value seen leaves fewer than want; UINT32_MAX when that index is
+ * impossible.
+ */
+static inline uint32_t
+aqm_verdict_room(struct aqm_chan *ch, uint32_t want)
+{
+	uint32_t room, cons;
+	int64_t used;
+
+	room = ch->verdict_mask + 1 - (ch->verdict_prod - ch->verdict_cons_seen);
+	if (room >= want)
+		return (room);
+	cons = aqm_load_acquire(&ch->idx[AQM_IDX_VERDICT_CONS].value);
+	used = aqm_ring_pending(ch->verdict_prod, cons, ch->verdict_mask);
+	if (used < 0)
+		return (UINT32_MAX);
+	ch->verdict_cons_seen = cons;
+	return (ch->verdict_mask + 1 - (uint32_t)used);
+}
+
+/*
  * Producer side of the verdict ring (the daemon): write up to n verdicts,
  * fewer when the ring is full.  Returns how many, or AQM_CHAN_ECORRUPT.
  */
@@ -443,21 +476,18 @@ static inline int64_t
 aqm_verdict_push_batch(struct aqm_chan *ch, const struct aqm_verdict_rec *in,
     uint32_t n)
 {
-	uint32_t prod, cons, i, room;
-	int64_t used;
+	uint32_t i, room;
 
-	prod = ch->verdict_prod;
-	cons = aqm_load_acquire(&ch->idx[AQM_IDX_VERDICT_CONS].value);
-	used = aqm_ring_pending(prod, cons, ch->verdict_mask);
-	if (used < 0)
+	room = aqm_verdict_room(ch, n);
+	if (room == UINT32_MAX)
 		return (AQM_CHAN_ECORRUPT);
-	room = ch->verdict_mask + 1 - (uint32_t)used;
 	if (n > room)
 		n = room;
 	for (i = 0; i < n; i++)
-		ch->verdicts[(prod + i) & ch->verdict_mask] = in[i];
-	ch->verdict_prod = prod + n;
-	aqm_store_release(&ch->idx[AQM_IDX_VERDICT_PROD].value, prod + n);
+		ch->verdicts[(ch->verdict_prod + i) & ch->verdict_mask] = in[i];
+	ch->verdict_prod += n;
+	aqm_store_release(&ch->idx[AQM_IDX_VERDICT_PROD].value,
+	    ch->verdict_prod);
 	return ((int64_t)n);
 }
 

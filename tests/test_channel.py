@@ -183,21 +183,25 @@ class TestHostileRegions:
             region.pending_states()
 
     def test_producer_refuses_an_impossible_verdict_consumer(self, region: Region) -> None:
+        # A producer looks at the consumer's index when the ring seems full.
+        assert region.write_verdicts(np.arange(64), np.zeros(64)) == 64
         region.set_index(IDX_VERDICT_CONS, 1000)
         with pytest.raises(ChannelError, match="beyond"):
             region.write_verdicts(np.arange(1), np.zeros(1))
 
-    @pytest.mark.parametrize(("which", "value"), [
-        (IDX_VERDICT_PROD, 65), (IDX_VERDICT_PROD, U32 - 1), (IDX_STATE_CONS, 100)])
+    @pytest.mark.parametrize(("which", "value", "queued"), [
+        (IDX_VERDICT_PROD, 65, 1), (IDX_VERDICT_PROD, U32 - 1, 1),
+        (IDX_STATE_CONS, 100, 64)])  # the data path looks at cons when the ring seems full
     def test_core_detaches_from_impossible_indices_and_keeps_deciding(
-            self, region: Region, which: int, value: int) -> None:
+            self, region: Region, which: int, value: int, queued: int) -> None:
         core = Core(seed=5)
         core.attach(region)
-        core.enqueue(0, 100, ECN_ECT1)
+        for i in range(queued):
+            core.enqueue(i, 100, ECN_ECT1)
         region.set_index(which, value)
-        core.enqueue(1, 100, ECN_ECT1)
-        assert core.dequeue(2, QUEUE_L)[2] == SOURCE_FALLBACK
-        assert core.dequeue(3, QUEUE_L)[2] == SOURCE_FALLBACK
+        core.enqueue(100, 100, ECN_ECT1)
+        for i in range(queued + 1):
+            assert core.dequeue(200 + i, QUEUE_L)[2] == SOURCE_FALLBACK
         stats = core.stats()
         assert stats["channel_errors"] == 1
         assert not region.producer_up

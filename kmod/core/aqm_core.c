@@ -420,7 +420,8 @@ file_verdict(struct aqm_core *c, uint64_t seq, uint32_t action)
 	}
 }
 
-static void
+/* File up to AQM_VERDICT_BURST verdicts; returns how many were waiting. */
+static int64_t
 drain_verdicts(struct aqm_core *c)
 {
 	struct aqm_chan *ch = &c->chan;
@@ -435,7 +436,7 @@ drain_verdicts(struct aqm_core *c)
 	avail = aqm_ring_pending(prod, cons, ch->verdict_mask);
 	if (avail < 0) {
 		channel_failed(c);
-		return;
+		return (0);
 	}
 	n = avail < (int64_t)AQM_VERDICT_BURST ? (uint32_t)avail :
 	    AQM_VERDICT_BURST;
@@ -451,6 +452,7 @@ drain_verdicts(struct aqm_core *c)
 		aqm_store_release(&ch->idx[AQM_IDX_VERDICT_CONS].value,
 		    cons + n);
 	}
+	return (avail);
 }
 
 /* Service rate over busy periods: bytes of the previous packet per gap. */
@@ -539,7 +541,12 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 	dequeue_accounting(c, pkt, next_head_ts);
 	pi_catch_up(c, now_ns);
 	rate_update(c, now_ns, pkt->len, c->qlen[0] + c->qlen[1] != 0);
-	if (c->chan_attached)
+	/*
+	 * Look at the verdict ring only while this packet's verdict is
+	 * missing: its index sits on a line the daemon writes, and a daemon
+	 * that is ahead has filed the verdicts of many packets at one look.
+	 */
+	if (c->chan_attached && s->seq == pkt->seq && s->state == AQM_VS_WAITING)
 		drain_verdicts(c);
 
 	if (c->chan_attached && s->seq == pkt->seq &&
@@ -648,11 +655,12 @@ aqm_counters_publish(struct aqm_core *c, uint64_t now_ns)
 void
 aqm_tick(struct aqm_core *c, uint64_t now_ns)
 {
+	uint32_t i;
 
 	pi_catch_up(c, now_ns);
-	if (!c->chan_attached)
-		return;
-	drain_verdicts(c);
+	for (i = 0; i < AQM_TICK_BURSTS && c->chan_attached; i++)
+		if (drain_verdicts(c) <= (int64_t)AQM_VERDICT_BURST)
+			break;
 	if (!c->chan_attached)
 		return;
 	serve_mailbox(c);

@@ -52,8 +52,12 @@
  */
 #define AQM_VSLOTS		16384u
 #define AQM_LIMIT_PKTS_MAX	(AQM_VSLOTS - 1)
-/* Verdicts drained from the ring per enqueue/dequeue/tick call. */
+/* Verdicts filed per look at the ring; a tick looks up to this many times. */
+#ifndef AQM_VERDICT_BURST
 #define AQM_VERDICT_BURST	64u
+#endif
+#define AQM_TICK_BURSTS		64u
+
 
 /* What a host keeps with each queued packet. */
 struct aqm_pkt {
