@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -365,7 +366,14 @@ host_transmit(struct host *h, uint64_t now, struct aqm_decision *out)
 		sample_add(&h->soj[q], now - p.meta.ts_ns);
 		h->bytes_sent += p.meta.len;
 		tx_ns = (uint64_t)((double)p.meta.len * 8e9 / h->rate_bps);
-		h->link_free_ns = now + tx_ns;
+		/*
+		 * Back to back: a link that was busy starts the next packet when
+		 * the last one ended, however late this process woke up.
+		 */
+		if (h->link_free_ns != 0 && now - h->link_free_ns < tx_ns)
+			h->link_free_ns += tx_ns;
+		else
+			h->link_free_ns = now + tx_ns;
 		if (f != NULL)
 			flow_feedback(f, now + tx_ns + f->rtt_ns,
 			    d.verdict == AQM_V_MARK ||
@@ -419,13 +427,31 @@ run_flows(struct host *h, double duration_s)
 	}
 }
 
+/* One trace line: 1 read, 0 at the end, -1 a bad line (said on stderr). */
+static int
+trace_next(FILE *fp, const char *path, int *line, uint64_t *t_rel,
+    unsigned *len, unsigned *ecn)
+{
+	int n = fscanf(fp, "%" SCNu64 " %u %u", t_rel, len, ecn);
+
+	if (n == EOF)
+		return (0);
+	(*line)++;
+	if (n != 3 || *len == 0 || *len > 65535 || *ecn > 3) {
+		fprintf(stderr, "aqm-host: %s:%d: bad packet (want \"time_ns "
+		    "len ecn\", len 1..65535, ecn 0..3)\n", path, *line);
+		return (-1);
+	}
+	return (1);
+}
+
 /* A trace: lines of "time_ns len ecn", times relative to the start. */
 static int
 run_trace(struct host *h, const char *path, double duration_s)
 {
 	FILE *fp = fopen(path, "r");
-	uint64_t start, end, now, next_tick, t_rel, t;
-	unsigned len, ecn;
+	uint64_t start, end, now, next_tick, t_rel = 0, t;
+	unsigned len = 0, ecn = 0;
 	int have, line = 0;
 
 	if (fp == NULL) {
@@ -436,25 +462,11 @@ run_trace(struct host *h, const char *path, double duration_s)
 	start = mono_ns();
 	end = start + (uint64_t)(duration_s * 1e9);
 	next_tick = start + TICK_NS;
-	have = 0;
-	while (!stop_requested && (now = mono_ns()) < end) {
-		while (!have) {
-			if (fscanf(fp, "%" SCNu64 " %u %u", &t_rel, &len,
-			    &ecn) != 3)
-				break;
-			line++;
-			if (len == 0 || len > 65535 || ecn > 3) {
-				fprintf(stderr, "aqm-host: %s:%d: bad packet "
-				    "(len 1..65535, ecn 0..3)\n", path, line);
-				fclose(fp);
-				return (-1);
-			}
-			have = 1;
-		}
-		while (have && start + t_rel <= now) {
+	have = trace_next(fp, path, &line, &t_rel, &len, &ecn);
+	while (have >= 0 && !stop_requested && (now = mono_ns()) < end) {
+		while (have == 1 && start + t_rel <= now) {
 			host_enqueue(h, now, len, (uint8_t)ecn, UINT16_MAX);
-			have = fscanf(fp, "%" SCNu64 " %u %u", &t_rel, &len,
-			    &ecn) == 3;
+			have = trace_next(fp, path, &line, &t_rel, &len, &ecn);
 		}
 		if (now >= h->link_free_ns)
 			host_transmit(h, now, NULL);
@@ -462,17 +474,17 @@ run_trace(struct host *h, const char *path, double duration_s)
 			aqm_tick(h->core, now);
 			next_tick += TICK_NS;
 		}
-		if (!have && h->q[0].len + h->q[1].len == 0)
+		if (have == 0 && h->q[0].len + h->q[1].len == 0)
 			break;
 		t = next_tick;
 		if (h->q[0].len + h->q[1].len != 0 && h->link_free_ns < t)
 			t = h->link_free_ns;
-		if (have && start + t_rel < t)
+		if (have == 1 && start + t_rel < t)
 			t = start + t_rel;
 		sleep_until(t);
 	}
 	fclose(fp);
-	return (0);
+	return (have < 0 ? -1 : 0);
 }
 
 /*
@@ -595,10 +607,12 @@ print_report(struct host *h, int json, double wall_s)
 		return;
 	}
 	printf("{\"wall_s\": %.3f, \"link_mbps\": %.3f, "
-	    "\"delivered_mbps\": %.3f, \"decisions\": %" PRIu64 ", "
+	    "\"delivered_mbps\": %.3f, \"queued_at_end\": [%u, %u], "
+	    "\"decisions\": %" PRIu64 ", "
 	    "\"model_share\": %.6f, \"p_prime\": %.6f",
 	    wall_s, h->rate_bps / 1e6, h->bytes_sent * 8 / wall_s / 1e6,
-	    decided, model_share, aqm_prob_base(h->core) / 4294967295.0);
+	    h->q[0].len, h->q[1].len, decided, model_share,
+	    aqm_prob_base(h->core) / 4294967295.0);
 	for (i = 0; i < 2; i++)
 		printf(", \"sojourn_ms_%s\": {\"p50\": %.4f, \"p90\": %.4f, "
 		    "\"p99\": %.4f, \"p999\": %.4f, \"n\": %" PRIu64 "}",
@@ -725,6 +739,8 @@ main(int argc, char **argv)
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	/* Wake on time: the default 50 us slack is a packet time at 100 Mbit/s. */
+	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 	h.core = xcalloc(1, (size_t)aqm_core_size());
 	aqm_core_init(h.core, NULL, h.rng, mono_ns());
 	for (i = 0; i < 2; i++) {
