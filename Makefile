@@ -41,8 +41,10 @@ $(VENV)/.stamp: pyproject.toml scripts/setup.sh
 run: setup all
 	$(PY) -m aqm_bridge.demo
 
+PY_DIRS := $(wildcard bridge daemon models sim tests bench)
+
 lint: setup
-	$(VENV)/bin/ruff check bridge daemon models sim tests bench
+	$(VENV)/bin/ruff check $(PY_DIRS)
 
 test: setup all lint $(TEST_TARGETS)
 	$(PY) -m pytest -q tests
