@@ -1,0 +1,135 @@
+"""aqmllmd's configuration: a TOML file, then command-line overrides, then checks."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from .default_model import DEFAULT_MODEL
+
+DEFAULT_CHANNEL = "/dev/aqm_llm" if sys.platform.startswith("freebsd") else "/dev/shm/aqm_llm"
+DEFAULT_CONTROL = "ipc:///var/run/aqmllmd.sock"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used, and which key is wrong."""
+
+
+@dataclass(frozen=True)
+class Config:
+    channel: str = DEFAULT_CHANNEL
+    model: str = str(DEFAULT_MODEL)
+    model_owner_uids: tuple[int, ...] = ()  # () = root and the daemon's own user
+    threads: int = 1
+    policy: str = "sample"  # draw actions from the model's distribution, or "argmax"
+    max_batch: int = 1024
+    max_wait_us: int = 50
+    spin_us: int = 200
+    sleep_us: int = 50
+    max_infer_us: int = 5000  # a batch slower than this is a failure: no verdicts
+    control: str = DEFAULT_CONTROL
+    control_allow_remote: bool = False
+    metrics: str = "127.0.0.1:9464"  # "" disables the HTTP exporter
+    pidfile: str = ""
+    log: str = "stderr"  # or "syslog"
+    log_level: str = "info"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+# TOML tables and the keys they may hold, mapped to Config fields.
+SCHEMA: dict[str, dict[str, str]] = {
+    "channel": {"path": "channel"},
+    "model": {"path": "model", "owner_uids": "model_owner_uids", "threads": "threads",
+              "policy": "policy", "max_infer_us": "max_infer_us"},
+    "batch": {"max_batch": "max_batch", "max_wait_us": "max_wait_us", "spin_us": "spin_us",
+              "sleep_us": "sleep_us"},
+    "control": {"endpoint": "control", "allow_remote": "control_allow_remote"},
+    "metrics": {"listen": "metrics"},
+    "daemon": {"pidfile": "pidfile", "log": "log", "log_level": "log_level", "seed": "seed"},
+}
+
+_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+        for table, body in raw.items():
+            if table not in SCHEMA or not isinstance(body, dict):
+                raise ConfigError(f"{path}: unknown table [{table}] (known: "
+                                  f"{', '.join(SCHEMA)})")
+            for key, value in body.items():
+                if key not in SCHEMA[table]:
+                    raise ConfigError(f"{path}: unknown key {table}.{key} (known: "
+                                      f"{', '.join(SCHEMA[table])})")
+                values[SCHEMA[table][key]] = value
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    cfg = replace(Config(), **{k: _coerce(k, v) for k, v in values.items()})
+    check(cfg)
+    return cfg
+
+
+def _coerce(name: str, value: Any) -> Any:
+    want = _TYPES[name]
+    if want == "tuple[int, ...]":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
+            raise ConfigError(f"{name}: want a list of integers, got {value!r}")
+        return tuple(value)
+    kinds = {"int": int, "str": str, "bool": bool}
+    kind = kinds.get(str(want))
+    if kind is not None and (not isinstance(value, kind) or
+                             (kind is int and isinstance(value, bool))):
+        raise ConfigError(f"{name}: want {kind.__name__}, got {value!r}")
+    return value
+
+
+def check(cfg: Config) -> None:
+    bounds = {"threads": (1, 64), "max_batch": (1, 1 << 16), "max_wait_us": (0, 1_000_000),
+              "spin_us": (0, 1_000_000), "sleep_us": (1, 1_000_000),
+              "max_infer_us": (1, 10_000_000)}
+    for name, (lo, hi) in bounds.items():
+        value = getattr(cfg, name)
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}={value} out of range [{lo}, {hi}]")
+    if cfg.policy not in ("sample", "argmax"):
+        raise ConfigError(f"policy={cfg.policy!r}: want 'sample' or 'argmax'")
+    if cfg.log not in ("stderr", "syslog"):
+        raise ConfigError(f"log={cfg.log!r}: want 'stderr' or 'syslog'")
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level={cfg.log_level!r}")
+    check_endpoint(cfg.control, cfg.control_allow_remote)
+    if cfg.metrics:
+        host, _, port = cfg.metrics.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"metrics={cfg.metrics!r}: want HOST:PORT or ''")
+
+
+def check_endpoint(endpoint: str, allow_remote: bool) -> None:
+    """ipc:// anywhere; tcp:// only on loopback unless explicitly allowed."""
+    if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
+        return
+    if endpoint.startswith("tcp://"):
+        host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
+        if allow_remote:
+            return
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return
+        raise ConfigError(f"control endpoint {endpoint} is not on loopback; set "
+                          "control.allow_remote = true to expose it")
+    raise ConfigError(f"control endpoint {endpoint!r}: want ipc://PATH or tcp://HOST:PORT")

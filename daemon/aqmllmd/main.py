@@ -1,0 +1,155 @@
+"""`aqmllmd`: the daemon's entry point (configuration, logging, pidfile, signals)."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from . import __version__
+from .config import Config, ConfigError, load
+from .control import ControlPlane
+from .metrics import Metrics
+from .model import ModelError
+from .server import Server
+
+log = logging.getLogger("aqmllmd")
+
+
+def setup_logging(cfg: Config) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    if cfg.log == "syslog":
+        address = "/var/run/log" if sys.platform.startswith("freebsd") else "/dev/log"
+        handler: logging.Handler = logging.handlers.SysLogHandler(
+            address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler.setFormatter(logging.Formatter("aqmllmd[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s aqmllmd %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(cfg.log_level.upper())
+
+
+class Pidfile:
+    def __init__(self, path: str) -> None:
+        self.path = Path(path) if path else None
+
+    def __enter__(self) -> Pidfile:
+        if self.path is not None:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pid = self.path.read_text().strip()
+                if pid.isdigit() and _alive(int(pid)):
+                    raise click.ClickException(
+                        f"already running as pid {pid} ({self.path})") from None
+                self.path.unlink()
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML configuration file")
+@click.option("--channel", help="region to attach: /dev/aqm_llm, or /dev/shm/NAME on Linux")
+@click.option("--model", help="ONNX model file (default: the packaged default model)")
+@click.option("--control", help="control endpoint, ipc://PATH or tcp://127.0.0.1:PORT")
+@click.option("--metrics", help="HOST:PORT of the Prometheus exporter, '' to disable")
+@click.option("--pidfile", help="write the pid here")
+@click.option("--log", type=click.Choice(["stderr", "syslog"]), help="where to log")
+@click.option("--max-batch", type=int, help="states per inference batch at most")
+@click.option("--max-wait-us", type=int, help="oldest state waits this long at most")
+@click.option("--seed", type=int, help="seed of the action sampler (0: random)")
+@click.version_option(__version__)
+def main(config_path: str | None, **flags: object) -> None:
+    """Serve verdicts to an AQM-LLM data path from an ONNX model."""
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    try:
+        cfg = load(config_path, overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+    setup_logging(cfg)
+    metrics = Metrics(lambda: server.datapath)
+    try:
+        model = Server.trusted_load(cfg, cfg.model)
+    except ModelError as e:
+        raise click.ClickException(f"model refused: {e}") from e
+    server = Server(cfg, model, metrics)
+
+    def reload() -> str:
+        """SIGHUP and `aqmllmctl reload`: configuration and model, or nothing."""
+        nonlocal cfg
+        try:
+            new_cfg = load(config_path, overrides)
+            new_model = server.load_model(new_cfg.model)
+        except (ConfigError, ModelError) as e:
+            log.error("reload refused, keeping what runs: %s", e)
+            raise ModelError(str(e)) from e
+        unchanged = ("channel", "control", "metrics", "pidfile")
+        changed = [k for k in unchanged if getattr(new_cfg, k) != getattr(cfg, k)]
+        if changed:
+            log.warning("reload: %s need a restart to change", ", ".join(changed))
+        cfg = server.cfg = new_cfg
+        old, new = server.slot.offer(new_model)
+        log.info("reloaded: model %s (was %s)", new, old)
+        return new
+
+    def on_signal(sig: int, _frame: FrameType | None) -> None:
+        if sig == signal.SIGHUP:
+            threading.Thread(target=_quiet(reload), daemon=True).start()
+        else:
+            log.info("signal %d: stopping", sig)
+            server.stop_event.set()
+
+    with Pidfile(cfg.pidfile):
+        control = ControlPlane(server, cfg.control, reload)
+        if cfg.metrics:
+            metrics.serve(cfg.metrics)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+        control.start()
+        log.info("aqmllmd %s: model %s, channel %s, control %s", __version__, model.version,
+                 cfg.channel, cfg.control)
+        try:
+            server.run()
+        finally:
+            control.stop()
+            log.info("stopped")
+
+
+def _quiet(fn):  # noqa: ANN001, ANN202 - run fn, its failure already logged
+    def run() -> None:
+        try:
+            fn()
+        except ModelError:
+            pass
+    return run
+
+
+if __name__ == "__main__":
+    main()

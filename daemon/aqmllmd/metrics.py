@@ -1,0 +1,92 @@
+"""The daemon's metrics, in Prometheus exposition format (prometheus-client)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+LATENCY_BUCKETS_S = (10e-6, 25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3,
+                     50e-3)
+BATCH_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 4096)
+
+
+class DataPathCollector:
+    """The data path's own counters, read from the channel at scrape time."""
+
+    def __init__(self, read: Callable[[], dict[str, Any] | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Any]:
+        counters = self._read()
+        if not counters:
+            return
+        for name, value in counters.items():
+            if name in ("now_ns", "prob_base"):
+                continue
+            fam = CounterMetricFamily(f"aqmllm_datapath_{name}",
+                                      f"data path counter {name}",
+                                      labels=["queue"] if isinstance(value, list) else [])
+            if isinstance(value, list):
+                for q, v in zip(("classic", "l4s"), value, strict=True):
+                    fam.add_metric([q], v)
+            else:
+                fam.add_metric([], value)
+            yield fam
+        decided = counters["decisions_model"] + counters["decisions_fallback"]
+        share = GaugeMetricFamily("aqmllm_datapath_fallback_share",
+                                  "share of dequeues decided by DualPI2, not a verdict")
+        share.add_metric([], counters["decisions_fallback"] / decided if decided else 1.0)
+        yield share
+        prob = GaugeMetricFamily("aqmllm_datapath_p_prime", "DualPI2 base probability p'")
+        prob.add_metric([], counters["prob_base"] / 0xFFFFFFFF)
+        yield prob
+
+
+class Metrics:
+    def __init__(self, read_datapath: Callable[[], dict[str, Any] | None]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.states = Counter("aqmllm_states", "state records read", registry=r)
+        self.skipped = Counter("aqmllm_states_skipped_deadline",
+                               "states whose deadline had passed before inference",
+                               registry=r)
+        self.verdicts = Counter("aqmllm_verdicts_written", "verdicts written", registry=r)
+        self.ring_full = Counter("aqmllm_verdicts_ring_full",
+                                 "verdicts not written: verdict ring full", registry=r)
+        self.batches = Counter("aqmllm_batches", "batches run", registry=r)
+        self.failures = Counter("aqmllm_model_failures", "batches without verdicts",
+                                ["reason"], registry=r)
+        self.batch_size = Histogram("aqmllm_batch_size", "states per batch",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.infer = Histogram("aqmllm_inference_seconds", "model run time per batch",
+                               buckets=LATENCY_BUCKETS_S, registry=r)
+        self.state_to_verdict = Histogram(
+            "aqmllm_state_to_verdict_seconds",
+            "from a packet's enqueue to its verdict being written",
+            buckets=LATENCY_BUCKETS_S, registry=r)
+        self.model_info = Gauge("aqmllm_model_info", "the model being served",
+                                ["version", "producer", "sha256"], registry=r)
+        self.paused = Gauge("aqmllm_paused", "1 while paused (fallback only)", registry=r)
+        r.register(DataPathCollector(read_datapath))
+
+    def set_model(self, version: str, producer: str, sha256: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version, producer, sha256[:12]).set(1)
+
+    def serve(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+
+    def snapshot(self) -> dict[str, float]:
+        """Every sample as name{labels} -> value, for `aqmllmctl stats`."""
+        out: dict[str, float] = {}
+        for fam in self.registry.collect():
+            for s in fam.samples:
+                if s.name.endswith(("_bucket", "_created")):
+                    continue
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out

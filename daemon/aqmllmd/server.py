@@ -1,0 +1,266 @@
+"""The serving loop: states in, batched inference, verdicts out; and the model slot.
+
+The loop never blocks the data path (the channel never blocks either side): it reads
+whatever states are there, batches them by size and by age, drops those whose deadline
+has passed, runs the model, and writes the verdicts in one call. When idle it spins
+briefly, then sleeps. A model failure (exception, non-finite output, too slow) costs
+that batch its verdicts and nothing else: the data path falls back to DualPI2.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aqm_bridge.channel import ChannelError, Region
+
+from . import features
+from .config import Config
+from .metrics import Metrics
+from .model import Model, ModelError, TrustPolicy, load
+
+log = logging.getLogger("aqmllmd")
+
+COUNTERS_EVERY_S = 1.0
+
+
+def choose_actions(probs: np.ndarray, policy: str, rng: np.random.Generator) -> np.ndarray:
+    """One action per row: drawn from the distribution, or its most likely action."""
+    if policy == "argmax":
+        return probs.argmax(axis=1).astype(np.uint32)
+    u = rng.random((len(probs), 1))
+    return np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1).astype(
+        np.uint32)
+
+
+def model_tag(model: Model) -> int:
+    return int(model.sha256[:8], 16)
+
+
+class ModelSlot:
+    """The served model, its predecessor, and a swap that takes effect between batches."""
+
+    def __init__(self, model: Model) -> None:
+        self._lock = threading.Lock()
+        self.current = model
+        self.previous: Model | None = None
+        self._pending: Model | None = None
+
+    def offer(self, model: Model) -> tuple[str, str]:
+        with self._lock:
+            old = (self._pending or self.current).version
+            self._pending = model
+        return old, model.version
+
+    def rollback(self) -> tuple[str, str]:
+        with self._lock:
+            if self.previous is None:
+                raise ModelError("no previous model to roll back to")
+            old = (self._pending or self.current).version
+            self._pending = self.previous
+            return old, self.previous.version
+
+    def take_pending(self) -> Model | None:
+        """Called by the loop between batches: the model to serve from now on, if new."""
+        with self._lock:
+            if self._pending is None:
+                return None
+            if self._pending is not self.current:
+                self.previous, self.current = self.current, self._pending
+            self._pending = None
+            return self.current
+
+
+@dataclass
+class LoopStats:
+    started: float
+    states: int = 0
+    batches: int = 0
+    verdicts: int = 0
+    skipped: int = 0
+    failures: int = 0
+
+
+class Server:
+    def __init__(self, cfg: Config, model: Model, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.slot = ModelSlot(model)
+        self.metrics = metrics
+        self.metrics.set_model(model.version, model.producer, model.sha256)
+        self.stop_event = threading.Event()
+        self.paused = False
+        self.region: Region | None = None
+        self.datapath: dict[str, Any] | None = None
+        self.stats = LoopStats(started=time.time())
+        self._rng = np.random.default_rng(cfg.seed or None)
+        self._history = features.History()
+
+    @staticmethod
+    def trusted_load(cfg: Config, path: str) -> Model:
+        """Load and validate a model under the configuration's ownership rules."""
+        trust = (TrustPolicy(owner_uids=frozenset(cfg.model_owner_uids))
+                 if cfg.model_owner_uids else TrustPolicy())
+        return load(path, trust, threads=cfg.threads)
+
+    def load_model(self, path: str) -> Model:
+        return self.trusted_load(self.cfg, path)
+
+    # -- channel ---------------------------------------------------------------------
+    def _attach(self) -> Region | None:
+        try:
+            region = Region.open(self.cfg.channel)
+        except ChannelError as e:
+            log.debug("channel not ready: %s", e)
+            return None
+        region.consumer_up = True
+        region.paused = self.paused
+        self._history = features.History()
+        log.info("attached to %s (data path %s)", self.cfg.channel,
+                 "up" if region.producer_up else "not attached yet")
+        return region
+
+    def set_paused(self, on: bool) -> None:
+        self.paused = on
+        self.metrics.paused.set(1 if on else 0)
+        if self.region is not None:
+            self.region.paused = on
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        max_wait_ns, spin_ns = cfg.max_wait_us * 1000, cfg.spin_us * 1000
+        pending: list[np.ndarray] = []
+        pending_n, oldest_ns, idle_since = 0, 0, 0
+        next_counters = 0.0
+        while not self.stop_event.is_set():
+            if self.region is None:
+                self.region = self._attach()
+                if self.region is None:
+                    self.stop_event.wait(0.1)
+                    continue
+            model = self.slot.take_pending()
+            if model is not None:
+                self.metrics.set_model(model.version, model.producer, model.sha256)
+                log.info("now serving model %s (%s)", model.version, model.path)
+            try:
+                recs = self.region.read_states(cfg.max_batch - pending_n)
+            except ChannelError as e:
+                log.error("channel refused: %s; reattaching", e)
+                self._detach()
+                continue
+            now = time.monotonic_ns()
+            if len(recs):
+                if not pending_n:
+                    oldest_ns = now
+                pending.append(recs)
+                pending_n += len(recs)
+                idle_since = 0
+            if pending_n and (pending_n >= cfg.max_batch or now - oldest_ns >= max_wait_ns):
+                batch = pending[0] if len(pending) == 1 else np.concatenate(pending)
+                pending, pending_n = [], 0
+                self.serve(batch)
+                continue
+            if time.monotonic() >= next_counters:
+                next_counters = time.monotonic() + COUNTERS_EVERY_S
+                self._refresh_counters()
+            if not len(recs):
+                if not idle_since:
+                    idle_since = now
+                if now - idle_since >= spin_ns or pending_n:
+                    time.sleep(cfg.sleep_us / 1e6)
+        self._detach()
+
+    def _refresh_counters(self) -> None:
+        if self.region is None:
+            return
+        try:
+            self.datapath = self.region.counters()
+        except ChannelError as e:
+            log.warning("data path counters unreadable: %s", e)
+
+    def _detach(self) -> None:
+        if self.region is not None:
+            try:
+                self.region.consumer_up = False
+            finally:
+                self.region.close()
+                self.region = None
+
+    def serve(self, recs: np.ndarray) -> None:
+        """One batch: features, deadline filter, inference, verdicts."""
+        m, st = self.metrics, self.stats
+        feats = features.compute(recs, self._history)  # history sees every record
+        st.states += len(recs)
+        m.states.inc(len(recs))
+        m.batch_size.observe(len(recs))
+        if self.paused:
+            return
+        now = time.monotonic_ns()
+        live = recs["deadline_ns"] > now
+        skipped = int(len(recs) - live.sum())
+        if skipped:
+            st.skipped += skipped
+            m.skipped.inc(skipped)
+        if not live.any():
+            return
+        model = self.slot.current
+        t0 = time.perf_counter_ns()
+        try:
+            probs = model.run(feats[live])
+        except Exception as e:  # noqa: BLE001 - a failing model must not stop serving
+            self._failed("exception", f"model {model.version} raised {e!r}")
+            return
+        elapsed = time.perf_counter_ns() - t0
+        m.infer.observe(elapsed / 1e9)
+        if not np.all(np.isfinite(probs)):
+            self._failed("nan", f"model {model.version} gave non-finite output")
+            return
+        if elapsed > self.cfg.max_infer_us * 1000:
+            self._failed("slow", f"batch of {int(live.sum())} took {elapsed / 1e3:.0f} us")
+            return
+        seqs = recs["seq"][live]
+        actions = choose_actions(probs, self.cfg.policy, self._rng)
+        assert self.region is not None
+        try:
+            written = self.region.write_verdicts(seqs, actions, model_tag(model))
+        except ChannelError as e:
+            log.error("verdict ring refused: %s; reattaching", e)
+            self._detach()
+            return
+        done = time.monotonic_ns()
+        st.batches += 1
+        st.verdicts += written
+        m.batches.inc()
+        m.verdicts.inc(written)
+        if written < len(seqs):
+            m.ring_full.inc(len(seqs) - written)
+        for lat in (done - recs["ts_ns"][live][:written].astype(np.int64))[::max(1, written // 16)]:
+            m.state_to_verdict.observe(max(0, int(lat)) / 1e9)
+
+    def _failed(self, reason: str, message: str) -> None:
+        self.stats.failures += 1
+        self.metrics.failures.labels(reason).inc()
+        log.warning("no verdicts for this batch: %s", message)
+
+    def status(self) -> dict[str, Any]:
+        model = self.slot.current
+        region = self.region
+        return {
+            "model": {"version": model.version, "producer": model.producer,
+                      "path": str(model.path), "sha256": model.sha256,
+                      "description": model.description},
+            "previous_model": self.slot.previous.version if self.slot.previous else None,
+            "paused": self.paused,
+            "channel": self.cfg.channel,
+            "attached": region is not None,
+            "data_path_up": bool(region is not None and region.producer_up),
+            "uptime_s": round(time.time() - self.stats.started, 3),
+            "states": self.stats.states, "batches": self.stats.batches,
+            "verdicts": self.stats.verdicts, "skipped_deadline": self.stats.skipped,
+            "model_failures": self.stats.failures,
+        }
