@@ -39,7 +39,7 @@ $(VENV)/.stamp: pyproject.toml scripts/setup.sh
 	touch $@
 
 run: setup all
-	$(PY) -m aqm_bridge.demo
+	$(PY) -m aqmllmd.demo
 
 PY_DIRS := $(wildcard bridge daemon models sim tests bench)
 

@@ -44,10 +44,11 @@ def check_file(path: Path, trust: TrustPolicy) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
         raise ModelError(f"{path}: cannot open: {e.strerror}") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ModelError(f"{path}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelError(f"{path}: not a regular file")
         if trust.check_owner:
             if st.st_uid not in trust.owner_uids:
                 raise ModelError(f"{path}: owned by uid {st.st_uid}; models must belong to "
