@@ -352,8 +352,10 @@ host_transmit(struct host *h, uint64_t now, struct aqm_decision *out)
 		if (out != NULL)
 			*out = d;
 		if (h->stress_log != NULL) {
+			/* seq; source | verdict << 8 | sojourn_ns << 16 */
 			uint64_t rec[2] = { p.meta.seq,
-			    (uint64_t)d.source | (uint64_t)d.verdict << 8 };
+			    (uint64_t)d.source | (uint64_t)d.verdict << 8 |
+			    (now - p.meta.ts_ns) << 16 };
 
 			fwrite(rec, sizeof(rec), 1, h->stress_log);
 		}

@@ -44,50 +44,42 @@ class History:
     tail: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float64))
 
 
-def _trend_values(states: np.ndarray) -> np.ndarray:
-    soj = states["sojourn_ns"].astype(np.float64) / 1e6
-    kbytes = states["backlog_bytes"].astype(np.float64).sum(axis=1) / 1e3
-    return np.column_stack([soj[:, 0], soj[:, 1], kbytes,
-                            (states["queue"] == 1).astype(np.float64)])
-
-
-def _trailing_means(values: np.ndarray, tail: np.ndarray, n: int) -> np.ndarray:
-    """Mean of the n rows before each row of `values`, `tail` being what came before."""
-    full = np.vstack([tail, values])
-    csum = np.vstack([np.zeros((1, full.shape[1])), np.cumsum(full, axis=0)])
-    end = np.arange(len(tail), len(full))  # index of each new row in `full`
-    start = np.maximum(end - n, 0)
-    count = np.maximum(end - start, 1)[:, None]
-    means = (csum[end] - csum[start]) / count
-    means[end == start] = 0.0
-    return means
-
-
 def compute(states: np.ndarray, history: History | None = None) -> np.ndarray:
     """float32 [len(states), N_FEATURES]; updates `history` when given."""
     missing = set(STATE_DTYPE.names) - set(states.dtype.names or ())
     if missing:
         raise TypeError(f"state records lack fields {sorted(missing)}")
-    tail = history.tail if history is not None else np.zeros((0, 4))
-    trend = _trend_values(states)
-    hist = _trailing_means(trend, tail, HISTORY_LEN)
-    if history is not None:
-        history.tail = np.vstack([tail, trend])[-HISTORY_LEN:]
+    n = len(states)
+    out = np.empty((n, N_FEATURES), np.float32)
+    queue, ecn = states["queue"], states["ecn"]
+    soj_ms = states["sojourn_ns"] / 1e6
+    kbytes = states["backlog_bytes"] / 1e3
+    out[:, 0] = queue == 1
+    out[:, 1:5] = ecn[:, None] == np.arange(4)  # Not-ECT, ECT(1), ECT(0), CE
+    out[:, 5] = states["len"]
+    out[:, 6:8] = states["backlog_pkts"]
+    out[:, 8:10] = kbytes
+    out[:, 10:12] = soj_ms
+    out[:, 12] = states["prob_base"] / PROB_ONE
+    out[:, 13] = states["prob_c"] / PROB_ONE
+    out[:, 14] = states["prob_cl"] / PROB_ONE
+    out[:, 15] = states["rate_bps"] * (8 / 1e6)
+    wait = states["deadline_ns"].astype(np.int64) - states["ts_ns"].astype(np.int64)
+    out[:, 16] = np.maximum(wait, 0) / 1e6
 
-    ecn = states["ecn"]
-    wait_ms = (states["deadline_ns"].astype(np.int64)
-               - states["ts_ns"].astype(np.int64)).clip(min=0) / 1e6
-    cols = [
-        states["queue"] == 1,
-        ecn == 0, ecn == 1, ecn == 2, ecn == 3,
-        states["len"],
-        states["backlog_pkts"][:, 0], states["backlog_pkts"][:, 1],
-        states["backlog_bytes"][:, 0] / 1e3, states["backlog_bytes"][:, 1] / 1e3,
-        states["sojourn_ns"][:, 0] / 1e6, states["sojourn_ns"][:, 1] / 1e6,
-        states["prob_base"] / PROB_ONE, states["prob_c"] / PROB_ONE,
-        states["prob_cl"] / PROB_ONE,
-        states["rate_bps"] * 8 / 1e6,
-        wait_ms,
-        hist[:, 0], hist[:, 1], hist[:, 2], hist[:, 3],
-    ]
-    return np.column_stack([np.asarray(c, dtype=np.float64) for c in cols]).astype(np.float32)
+    # History: mean of the HISTORY_LEN records before each one, across batches.
+    trend = np.empty((n, 4))
+    trend[:, 0:2] = soj_ms
+    trend[:, 2] = kbytes.sum(axis=1)
+    trend[:, 3] = queue == 1
+    tail = history.tail if history is not None else np.zeros((0, 4))
+    full = np.concatenate([tail, trend]) if len(tail) else trend
+    csum = np.zeros((len(full) + 1, 4))
+    np.cumsum(full, axis=0, out=csum[1:])
+    end = np.arange(len(tail), len(full))
+    start = np.maximum(end - HISTORY_LEN, 0)
+    count = np.maximum(end - start, 1)[:, None]
+    out[:, 17:21] = (csum[end] - csum[start]) / count
+    if history is not None:
+        history.tail = full[-HISTORY_LEN:].copy()
+    return out

@@ -65,7 +65,7 @@ class Metrics:
                                buckets=LATENCY_BUCKETS_S, registry=r)
         self.state_to_verdict = Histogram(
             "aqmllm_state_to_verdict_seconds",
-            "from a packet's enqueue to its verdict being written",
+            "from enqueue to verdict written, of each batch's oldest packet",
             buckets=LATENCY_BUCKETS_S, registry=r)
         self.model_info = Gauge("aqmllm_model_info", "the model being served",
                                 ["version", "producer", "sha256"], registry=r)
