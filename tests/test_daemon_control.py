@@ -126,3 +126,26 @@ class TestConfig:
     def test_the_sample_configuration_loads(self) -> None:
         sample = Path(__file__).resolve().parents[1] / "daemon" / "aqmllmd.conf.sample"
         assert load(sample).max_batch > 0
+
+
+def test_aqmllmctl_commands(plane) -> None:  # noqa: ANN001
+    from click.testing import CliRunner
+
+    from aqmllmd.ctl import cli
+
+    cp, _, _ = plane
+    run = CliRunner().invoke
+    r = run(cli, ["-e", cp.endpoint, "status", "--json"])
+    assert r.exit_code == 0 and '"version": "interim-dualpi2-fit-1"' in r.output
+    r = run(cli, ["-e", cp.endpoint, "stats", "--json"])
+    assert r.exit_code == 0 and "aqmllm_states_total" in r.output
+    r = run(cli, ["-e", cp.endpoint, "set-model", str(DEFAULT_MODEL)])
+    assert r.exit_code == 0 and "->" in r.output
+    r = run(cli, ["-e", cp.endpoint, "params", "set", "target_ns=fast"])
+    assert r.exit_code != 0 and "NAME=INTEGER" in r.output
+    r = run(cli, ["-e", cp.endpoint, "params", "get"])
+    assert r.exit_code != 0 and "not attached" in r.output
+    r = run(cli, ["-e", cp.endpoint, "pause"])
+    assert r.exit_code == 0 and "paused" in r.output
+    r = run(cli, ["-e", cp.endpoint, "watch", "--count", "1", "--interval", "0"])
+    assert r.exit_code == 0 and "PAUSED" in r.output
