@@ -22,7 +22,7 @@ TEST_TARGETS :=
 
 include kmod/core/build.mk
 include bridge/build.mk
--include kmod/freebsd/build.mk
+include kmod/freebsd/build.mk
 -include bench/build.mk
 -include tests/build.mk
 -include daemon/build.mk

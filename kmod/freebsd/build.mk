@@ -1,0 +1,21 @@
+# CI cannot load a FreeBSD module: it cross-compiles the module's C files for
+# a FreeBSD 14 amd64 kernel against real FreeBSD 14 headers (the ziglang
+# wheel's), and drives the glue in a user-space harness (tests/freebsd).
+FREEBSD_CC     := $(PY) -m ziglang cc -target x86_64-freebsd.14.0-none
+FREEBSD_KFLAGS := -D_KERNEL -DKLD_MODULE -std=gnu99 -O2 -Wall -Wextra -Werror \
+                  -Wno-unused-parameter -fno-sanitize=undefined -ffreestanding \
+                  -fno-builtin -fno-common -mno-red-zone -mcmodel=kernel \
+                  -mno-mmx -mno-sse -msoft-float
+FREEBSD_INC    := -Ikmod/core -Ibridge -Ikmod/freebsd -Ikmod/freebsd/compat
+FREEBSD_SRCS   := kmod/freebsd/aqm_llm.c kmod/core/aqm_core.c
+
+.PHONY: freebsd-check
+freebsd-check: setup
+	@mkdir -p $(BUILD)/freebsd
+	@for f in $(FREEBSD_SRCS); do \
+		echo "freebsd-check: $$f"; \
+		$(FREEBSD_CC) $(FREEBSD_KFLAGS) $(FREEBSD_INC) -c $$f \
+			-o $(BUILD)/freebsd/$$(basename $$f .c).o || exit 1; \
+	done
+
+TEST_TARGETS += freebsd-check
