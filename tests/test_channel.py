@@ -83,6 +83,10 @@ class TestSharedMemory:
             assert peer.producer_up
             assert list(peer.read_states(8)["seq"]) == [0]
 
+    def test_only_the_freebsd_device_attaches_to_a_scheduler(self, region: Region) -> None:
+        with pytest.raises(ChannelError, match="not /dev/aqm_llm"):
+            region.attach_scheduler(1)
+
     def test_bad_names_are_refused(self) -> None:
         for bad in ("", "a/b", "..", ".hidden"):
             with pytest.raises(ChannelError):

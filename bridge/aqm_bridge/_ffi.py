@@ -7,6 +7,7 @@ drift between this text and the headers fails loudly instead of corrupting memor
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 from pathlib import Path
 
@@ -81,9 +82,15 @@ _LIB_ENV = "AQM_CORE_LIB"
 
 
 def library_path() -> Path:
-    """Where libaqmcore.so is: $AQM_CORE_LIB, else build/ at the repository root."""
+    """Where libaqmcore.so is: $AQM_CORE_LIB, build/ at the repository root, or installed."""
     env = os.environ.get(_LIB_ENV)
-    return Path(env) if env else REPO_ROOT / "build" / "libaqmcore.so"
+    if env:
+        return Path(env)
+    built = REPO_ROOT / "build" / "libaqmcore.so"
+    if built.is_file():
+        return built
+    installed = ctypes.util.find_library("aqmcore")
+    return Path(installed) if installed else built
 
 
 def _load():

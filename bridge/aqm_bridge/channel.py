@@ -11,9 +11,11 @@ per-record Python loop, and the same acquire/release ordering as the C side.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import stat
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ from .core import counters_to_dict, params_from_dict, params_to_dict
 SHM_DIR = Path("/dev/shm")
 CTRL_READ_RETRIES = 3
 IDX_OFF = 64  # AQM_CHAN_IDX_OFF: four indices, one cache line (16 words) each
+#: FreeBSD's _IOW('Q', 2, int32_t) from kmod/freebsd/aqm_llm_ioctl.h (the module's
+#: build asserts the same number).
+AQMLLM_ATTACH = 0x80045102
 # Largest region we agree to map: the biggest rings the ABI allows.
 MAX_REGION_BYTES = int(lib.aqm_chan_region_bytes(1 << 22, 1 << 22))
 
@@ -219,6 +224,16 @@ class Region:
         """The shared ring indices: state prod, state cons, verdict prod, verdict cons."""
         raw = np.frombuffer(self._mm, dtype="<u4", count=4 * 16, offset=IDX_OFF)
         return tuple(int(x) for x in raw[::16])  # type: ignore[return-value]
+
+    def attach_scheduler(self, sched: int) -> None:
+        """FreeBSD: attach /dev/aqm_llm's region to dummynet scheduler `sched`."""
+        if not stat.S_ISCHR(os.fstat(self._fd).st_mode):
+            raise ChannelError(f"{self.path} is not /dev/aqm_llm: no scheduler to attach to")
+        try:
+            fcntl.ioctl(self._fd, AQMLLM_ATTACH, struct.pack("i", sched))
+        except OSError as e:
+            raise ChannelError(f"{self.path}: cannot attach to scheduler {sched}: "
+                               f"{e.strerror}") from e
 
     def set_index(self, which: int, value: int) -> None:
         """Tests only: move a shared ring index as a buggy or hostile peer would."""

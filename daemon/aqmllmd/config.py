@@ -23,6 +23,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Config:
     channel: str = DEFAULT_CHANNEL
+    sched: int = 1  # FreeBSD: the dummynet scheduler to attach /dev/aqm_llm to
     model: str = str(DEFAULT_MODEL)
     model_owner_uids: tuple[int, ...] = ()  # () = root and the daemon's own user
     threads: int = 1
@@ -44,7 +45,7 @@ class Config:
 
 # TOML tables and the keys they may hold, mapped to Config fields.
 SCHEMA: dict[str, dict[str, str]] = {
-    "channel": {"path": "channel"},
+    "channel": {"path": "channel", "sched": "sched"},
     "model": {"path": "model", "owner_uids": "model_owner_uids", "threads": "threads",
               "policy": "policy", "max_infer_us": "max_infer_us"},
     "batch": {"max_batch": "max_batch", "max_wait_us": "max_wait_us", "spin_us": "spin_us",
@@ -96,7 +97,8 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def check(cfg: Config) -> None:
-    bounds = {"threads": (1, 64), "max_batch": (1, 1 << 16), "max_wait_us": (0, 1_000_000),
+    bounds = {"sched": (1, 65535), "threads": (1, 64), "max_batch": (1, 1 << 16),
+              "max_wait_us": (0, 1_000_000),
               "spin_us": (0, 1_000_000), "sleep_us": (1, 1_000_000),
               "max_infer_us": (1, 10_000_000)}
     for name, (lo, hi) in bounds.items():

@@ -10,6 +10,8 @@ that batch its verdicts and nothing else: the data path falls back to DualPI2.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -120,6 +122,13 @@ class Server:
         except ChannelError as e:
             log.debug("channel not ready: %s", e)
             return None
+        if stat.S_ISCHR(os.stat(self.cfg.channel).st_mode):
+            try:
+                region.attach_scheduler(self.cfg.sched)
+            except ChannelError as e:
+                log.error("%s", e)
+                region.close()
+                return None
         region.consumer_up = True
         region.paused = self.paused
         self._history = features.History()

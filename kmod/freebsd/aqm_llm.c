@@ -36,6 +36,11 @@
 
 static MALLOC_DEFINE(M_AQMLLM, "aqm_llm", "AQM-LLM scheduler");
 
+#ifndef AQM_LLM_HARNESS
+/* aqm_bridge.channel.AQMLLM_ATTACH hard-codes this number. */
+AQM_STATIC_ASSERT(AQMLLM_ATTACH == 0x80045102ul, "AQMLLM_ATTACH number");
+#endif
+
 struct aqm_llm_state {
 	struct mtx		 mtx;
 	struct callout		 tick;
