@@ -138,3 +138,24 @@ def test_sigterm_stops_cleanly_and_clears_the_consumer_flag(rig: Rig) -> None:
     assert rig.daemon.wait(timeout=10) == 0
     assert not rig.watch.consumer_up
     every_packet_decided(rig.finish())
+
+
+def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
+    from aqmllmd.ctl import Client
+    from aqmllmd.default_model import DEFAULT_MODEL
+
+    rig.start_daemon()
+    rig.wait_model_decisions(100)
+    client = Client(rig.control, timeout_ms=5000)
+    try:
+        assert client.call("reload")["model"] == "interim-dualpi2-fit-1"
+        assert client.call("set_model", path=str(DEFAULT_MODEL))["new"]
+        before = rig.counters()["decisions_model"]
+        rig.wait_model_decisions(before + 200)  # serving went on through both swaps
+        assert rig.daemon is not None
+        rig.daemon.send_signal(signal.SIGHUP)
+        rig.wait_model_decisions(before + 400)
+        assert client.call("status")["previous_model"] == "interim-dualpi2-fit-1"
+    finally:
+        client.close()
+    every_packet_decided(rig.finish())
