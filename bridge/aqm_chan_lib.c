@@ -84,23 +84,18 @@ aqm_chan_write_verdicts(void *handle, const uint64_t *seq,
 {
 	struct aqm_chan *ch = handle;
 	struct aqm_verdict_rec *v;
-	uint32_t i, room;
+	int64_t fit = aqm_verdict_reserve(ch, n);
+	uint32_t i;
 
-	room = aqm_verdict_room(ch, n);
-	if (room == UINT32_MAX)
-		return (AQM_CHAN_ECORRUPT);
-	if (n > room)
-		n = room;
-	for (i = 0; i < n; i++) {
-		v = &ch->verdicts[(ch->verdict_prod + i) & ch->verdict_mask];
+	for (i = 0; i < (uint32_t)(fit > 0 ? fit : 0); i++) {
+		v = aqm_verdict_slot(ch, i);
 		v->seq = seq[i];
 		v->action = action[i];
 		v->model_tag = model_tag;
 	}
-	ch->verdict_prod += n;
-	aqm_store_release(&ch->idx[AQM_IDX_VERDICT_PROD].value,
-	    ch->verdict_prod);
-	return ((int64_t)n);
+	if (fit > 0)
+		aqm_verdict_publish(ch, (uint32_t)fit);
+	return (fit);
 }
 
 /*

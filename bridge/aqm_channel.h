@@ -447,25 +447,43 @@ aqm_state_pop_batch(struct aqm_chan *ch, struct aqm_state_rec *out,
 }
 
 /*
- * Free slots in the verdict ring, looking at the consumer's index only when
- * the last value seen leaves fewer than want; UINT32_MAX when that index is
- * impossible.
+ * How many of want verdicts fit in the ring now (a producer looks at the
+ * consumer's index only when its last view leaves too little room), or
+ * AQM_CHAN_ECORRUPT when that index is impossible.  The caller writes them
+ * at slots verdict_prod + i, then calls aqm_verdict_publish().
  */
-static inline uint32_t
-aqm_verdict_room(struct aqm_chan *ch, uint32_t want)
+static inline int64_t
+aqm_verdict_reserve(struct aqm_chan *ch, uint32_t want)
 {
 	uint32_t room, cons;
 	int64_t used;
 
 	room = ch->verdict_mask + 1 - (ch->verdict_prod - ch->verdict_cons_seen);
-	if (room >= want)
-		return (room);
-	cons = aqm_load_acquire(&ch->idx[AQM_IDX_VERDICT_CONS].value);
-	used = aqm_ring_pending(ch->verdict_prod, cons, ch->verdict_mask);
-	if (used < 0)
-		return (UINT32_MAX);
-	ch->verdict_cons_seen = cons;
-	return (ch->verdict_mask + 1 - (uint32_t)used);
+	if (room < want) {
+		cons = aqm_load_acquire(&ch->idx[AQM_IDX_VERDICT_CONS].value);
+		used = aqm_ring_pending(ch->verdict_prod, cons, ch->verdict_mask);
+		if (used < 0)
+			return (AQM_CHAN_ECORRUPT);
+		ch->verdict_cons_seen = cons;
+		room = ch->verdict_mask + 1 - (uint32_t)used;
+	}
+	return ((int64_t)(want < room ? want : room));
+}
+
+static inline struct aqm_verdict_rec *
+aqm_verdict_slot(struct aqm_chan *ch, uint32_t i)
+{
+
+	return (&ch->verdicts[(ch->verdict_prod + i) & ch->verdict_mask]);
+}
+
+static inline void
+aqm_verdict_publish(struct aqm_chan *ch, uint32_t n)
+{
+
+	ch->verdict_prod += n;
+	aqm_store_release(&ch->idx[AQM_IDX_VERDICT_PROD].value,
+	    ch->verdict_prod);
 }
 
 /*
@@ -476,19 +494,14 @@ static inline int64_t
 aqm_verdict_push_batch(struct aqm_chan *ch, const struct aqm_verdict_rec *in,
     uint32_t n)
 {
-	uint32_t i, room;
+	int64_t fit = aqm_verdict_reserve(ch, n);
+	uint32_t i;
 
-	room = aqm_verdict_room(ch, n);
-	if (room == UINT32_MAX)
-		return (AQM_CHAN_ECORRUPT);
-	if (n > room)
-		n = room;
-	for (i = 0; i < n; i++)
-		ch->verdicts[(ch->verdict_prod + i) & ch->verdict_mask] = in[i];
-	ch->verdict_prod += n;
-	aqm_store_release(&ch->idx[AQM_IDX_VERDICT_PROD].value,
-	    ch->verdict_prod);
-	return ((int64_t)n);
+	for (i = 0; i < (uint32_t)(fit > 0 ? fit : 0); i++)
+		*aqm_verdict_slot(ch, i) = in[i];
+	if (fit > 0)
+		aqm_verdict_publish(ch, (uint32_t)fit);
+	return (fit);
 }
 
 /*

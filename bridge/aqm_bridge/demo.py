@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,28 +107,43 @@ def summarise(label: str, r: dict[str, Any]) -> list[str]:
     return lines
 
 
-@click.command()
-@click.option("--duration", default=5.0, show_default=True, help="seconds per run")
-@click.option("--rate-mbps", default=100.0, show_default=True, help="bottleneck rate")
-@click.option("--rtt-ms", default=20.0, show_default=True, help="base round-trip time")
-@click.option("--json", "as_json", is_flag=True, help="print both reports as JSON")
-def main(duration: float, rate_mbps: float, rtt_ms: float, as_json: bool) -> None:
-    """Run the data path on a synthetic load, DualPI2 alone, then with the channel."""
+def demo_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """The options every main-job demo takes."""
+    for opt in reversed([
+        click.option("--duration", default=5.0, show_default=True, help="seconds per run"),
+        click.option("--rate-mbps", default=100.0, show_default=True, help="bottleneck rate"),
+        click.option("--rtt-ms", default=20.0, show_default=True, help="base round-trip time"),
+        click.option("--json", "as_json", is_flag=True, help="print both reports as JSON"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def compare(run: Callable[[list[str], bool], dict[str, Any]], looped_key: str,
+            looped_label: str, duration: float, rate_mbps: float, rtt_ms: float,
+            as_json: bool) -> None:
+    """Run the same load with DualPI2 alone, then with a consumer of the channel."""
     args = ["--duration", str(duration), "--rate-mbps", str(rate_mbps),
             "--rtt-ms", str(rtt_ms), "--l4s", "2", "--classic-ecn", "1", "--classic", "1"]
     if not as_json:
-        click.echo(f"aqm-host: {rate_mbps:g} Mbit/s bottleneck, {rtt_ms:g} ms RTT, "
-                   "2 scalable + 1 classic ECN + 1 classic flow, "
-                   f"{duration:g} s per run")
-    alone = run_host(args, consumer=False)
-    looped = run_host(args, consumer=True)
+        click.echo(f"Linux data path: {rate_mbps:g} Mbit/s bottleneck, {rtt_ms:g} ms RTT, "
+                   f"2 scalable + 1 classic ECN + 1 classic flow, {duration:g} s per run")
+    alone = run(args, False)
+    looped = run(args, True)
     if as_json:
-        click.echo(json.dumps({"dualpi2": alone, "channel": looped}, indent=2))
+        click.echo(json.dumps({"dualpi2": alone, looped_key: looped}, indent=2))
         return
     click.echo("\n".join(summarise("DualPI2 alone:", alone)))
-    click.echo("\n".join(summarise(
-        "Channel in the loop (stand-in consumer mirroring DualPI2 from the records):",
-        looped)))
+    click.echo("\n".join(summarise(looped_label, looped)))
+
+
+@click.command()
+@demo_options
+def main(**opts: Any) -> None:
+    """Run the data path on a synthetic load, DualPI2 alone, then with the channel."""
+    compare(run_host, "channel",
+            "Channel in the loop (stand-in consumer mirroring DualPI2 from the records):",
+            **opts)
 
 
 if __name__ == "__main__":

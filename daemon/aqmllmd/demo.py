@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from aqm_bridge.demo import HOST, summarise
+from aqm_bridge.demo import HOST, compare, demo_options
 
 
 def run_host(args: list[str], with_daemon: bool) -> dict[str, Any]:
@@ -55,26 +55,12 @@ def run_host(args: list[str], with_daemon: bool) -> dict[str, Any]:
 
 
 @click.command()
-@click.option("--duration", default=8.0, show_default=True, help="seconds per run")
-@click.option("--rate-mbps", default=100.0, show_default=True, help="bottleneck rate")
-@click.option("--rtt-ms", default=20.0, show_default=True, help="base round-trip time")
-@click.option("--json", "as_json", is_flag=True, help="print both reports as JSON")
-def main(duration: float, rate_mbps: float, rtt_ms: float, as_json: bool) -> None:
+@demo_options
+def main(**opts: Any) -> None:
     """The data path with aqmllmd in the loop, next to DualPI2 alone, same load."""
-    args = ["--duration", str(duration), "--rate-mbps", str(rate_mbps),
-            "--rtt-ms", str(rtt_ms), "--l4s", "2", "--classic-ecn", "1", "--classic", "1"]
-    if not as_json:
-        click.echo(f"Linux data path: {rate_mbps:g} Mbit/s bottleneck, {rtt_ms:g} ms RTT, "
-                   f"2 scalable + 1 classic ECN + 1 classic flow, {duration:g} s per run")
-    alone = run_host(args, with_daemon=False)
-    looped = run_host(args, with_daemon=True)
-    if as_json:
-        click.echo(json.dumps({"dualpi2": alone, "aqmllmd": looped}, indent=2))
-        return
-    click.echo("\n".join(summarise("DualPI2 alone:", alone)))
-    click.echo("\n".join(summarise(
-        "aqmllmd in the loop (embedded default model: fitted to DualPI2, not yet the LLM):",
-        looped)))
+    compare(run_host, "aqmllmd",
+            "aqmllmd in the loop (embedded default model: fitted to DualPI2, not yet the LLM):",
+            **opts)
 
 
 if __name__ == "__main__":
