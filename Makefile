@@ -17,7 +17,7 @@ PY	:= $(VENV)/bin/python
 ALL_TARGETS :=
 TEST_TARGETS :=
 
-.PHONY: all setup run test lint clean
+.PHONY: all setup run run-ready test test-ready lint clean
 .DEFAULT_GOAL := all
 
 include kmod/core/build.mk
@@ -26,7 +26,7 @@ include kmod/freebsd/build.mk
 -include bench/build.mk
 -include tests/build.mk
 -include daemon/build.mk
--include sim/build.mk
+include sim/build.mk
 
 all: $(ALL_TARGETS)
 
@@ -38,7 +38,12 @@ $(VENV)/.stamp: pyproject.toml scripts/setup.sh
 	sh scripts/setup.sh
 	touch $@
 
-run: setup all
+# After setup, a second make reads the fragments again with .venv present
+# (the ns-3 runner is found through the installed ns3 wheel).
+run: setup
+	$(MAKE) run-ready
+
+run-ready: all
 	$(PY) -m aqmllmd.demo
 
 PY_DIRS := $(wildcard bridge daemon models sim tests bench)
@@ -46,7 +51,10 @@ PY_DIRS := $(wildcard bridge daemon models sim tests bench)
 lint: setup
 	$(VENV)/bin/ruff check $(PY_DIRS)
 
-test: setup all lint $(TEST_TARGETS)
+test: setup
+	$(MAKE) test-ready
+
+test-ready: all lint $(TEST_TARGETS)
 	$(PY) -m pytest -q tests
 
 clean:

@@ -1,0 +1,71 @@
+"""`aqmllm-sim`: run and compare queue policies on ns-3 scenarios."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from .runner import RunError, run
+from .scenario import POLICIES, ScenarioError, load
+
+
+def _scenario(path: str):  # noqa: ANN202
+    try:
+        return load(path)
+    except ScenarioError as e:
+        raise click.ClickException(str(e)) from e
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Closed-loop evaluation of AQM-LLM policies on ns-3."""
+
+
+@cli.command("run")
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.option("--policy", type=click.Choice(POLICIES), default="dualpi2", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def run_cmd(scenario: str, policy: str, out: Path | None, as_json: bool) -> None:
+    """Run SCENARIO under one policy."""
+    try:
+        result = run(_scenario(scenario), policy, out)
+    except (RunError, ScenarioError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps(result, indent=2) if as_json else _row(result))
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.option("--policies", default="dualpi2,pie,codel,fifo", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def compare(scenario: str, policies: str, as_json: bool) -> None:
+    """Run SCENARIO under several policies and print a table."""
+    sc = _scenario(scenario)
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad:
+        raise click.ClickException(f"unknown policies {bad}; known: {', '.join(POLICIES)}")
+    results = []
+    for p in tqdm(names, desc=sc.name, disable=as_json):
+        try:
+            results.append(run(sc, p))
+        except RunError as e:
+            raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    click.echo(f"{'policy':10} {'util':>6} {'jain':>6} {'L p99 ms':>9} {'C/all p50':>10} "
+               f"{'C/all p99':>10}")
+    for r in results:
+        click.echo(_row(r))
+
+
+def _row(r: dict) -> str:
+    c = r.get("sojourn_ms_c") or r.get("sojourn_ms")
+    lp99 = f"{r['sojourn_ms_l']['p99']:9.3f}" if "sojourn_ms_l" in r else f"{'-':>9}"
+    return (f"{r['policy']:10} {r['utilisation']:6.3f} {r['jain']:6.3f} {lp99} "
+            f"{c['p50']:10.3f} {c['p99']:10.3f}")

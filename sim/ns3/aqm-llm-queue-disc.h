@@ -1,0 +1,59 @@
+/*
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * AqmLlmQueueDisc: the AQM-LLM core (kmod/core, the same C as the FreeBSD
+ * module) as an ns-3 queue disc. Two internal FIFOs, L and C; the core
+ * classifies, schedules and decides; marks go through QueueDisc::Mark.
+ */
+
+#ifndef AQM_LLM_QUEUE_DISC_H
+#define AQM_LLM_QUEUE_DISC_H
+
+#include "ns3/queue-disc.h"
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "aqm_core.h"
+}
+
+namespace ns3
+{
+
+class AqmLlmQueueDisc : public QueueDisc
+{
+  public:
+    static TypeId GetTypeId();
+    AqmLlmQueueDisc();
+    ~AqmLlmQueueDisc() override;
+
+    /// Sojourn of every packet sent, per queue (AQM_QUEUE_C, AQM_QUEUE_L), in ns.
+    const std::vector<uint64_t>& Sojourns(unsigned queue) const;
+    /// The core's counters.
+    struct aqm_counters Counters() const;
+    double ProbBase() const;
+    uint64_t BytesSent() const;
+
+  private:
+    bool DoEnqueue(Ptr<QueueDiscItem> item) override;
+    Ptr<QueueDiscItem> DoDequeue() override;
+    bool CheckConfig() override;
+    void InitializeParams() override;
+    uint64_t Now() const;
+
+    std::vector<uint64_t> m_coreMemory; ///< struct aqm_core, 8-byte aligned
+    struct aqm_core* m_core;
+    std::deque<struct aqm_pkt> m_meta[AQM_NQUEUES];
+    std::vector<uint64_t> m_sojourn[AQM_NQUEUES];
+    uint64_t m_bytesSent;
+    uint32_t m_seed;
+    uint32_t m_stepThreshUs;
+    uint32_t m_targetUs;
+};
+
+} // namespace ns3
+
+#endif /* AQM_LLM_QUEUE_DISC_H */
