@@ -201,3 +201,24 @@ class TestVerdicts:
         stats = core.stats()
         assert stats["decisions_model"] + stats["decisions_fallback"] == decided == 2000
         assert stats["decisions_model"] == stats["verdicts_applied"] > 0
+
+
+class TestSimulationHooks:
+    def test_collect_and_ready(self, core: Core, region: Region) -> None:
+        _, _, seq = core.enqueue(0, 1500, ECN_ECT0)
+        assert not core.verdict_ready(seq)
+        send(region, seq, ACT_DROP)
+        assert core.collect_verdicts() == 1 and core.verdict_ready(seq)
+        assert core.dequeue(10, QUEUE_C) == (DROP, seq, SOURCE_MODEL)
+
+    def test_emulated_inference_latency_withholds_early_verdicts(
+            self, core: Core, region: Region) -> None:
+        core.set_verdict_delay(500_000)
+        for t in (0, 1):
+            core.enqueue(t, 1500, ECN_ECT0)
+        send(region, 0, ACT_DROP)
+        send(region, 1, ACT_DROP)
+        assert core.dequeue(100_000, QUEUE_C)[2] == SOURCE_FALLBACK  # 100 us < 500 us
+        assert core.dequeue(600_000, QUEUE_C) == (DROP, 1, SOURCE_MODEL)
+        stats = core.stats()
+        assert stats["verdicts_late"] == 1 and stats["verdicts_applied"] == 1

@@ -47,6 +47,9 @@ void aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
                  uint64_t next_head_ts, struct aqm_decision *d);
 void aqm_forget(struct aqm_core *c, const struct aqm_pkt *pkt, uint64_t next_head_ts);
 void aqm_tick(struct aqm_core *c, uint64_t now_ns);
+int64_t aqm_collect_verdicts(struct aqm_core *c);
+int aqm_verdict_ready(const struct aqm_core *c, uint64_t seq);
+void aqm_set_verdict_delay(struct aqm_core *c, uint64_t ns);
 int aqm_attach(struct aqm_core *c, void *region, uint64_t size, uint64_t now_ns);
 void aqm_detach(struct aqm_core *c);
 uint32_t aqm_prob_base(const struct aqm_core *c);

@@ -152,6 +152,17 @@ class Core:
     def tick(self, now_ns: int) -> None:
         lib.aqm_tick(self._c, now_ns)
 
+    def collect_verdicts(self) -> int:
+        """File the verdicts waiting in the ring now; how many were waiting."""
+        return int(lib.aqm_collect_verdicts(self._c))
+
+    def verdict_ready(self, seq: int) -> bool:
+        return bool(lib.aqm_verdict_ready(self._c, seq))
+
+    def set_verdict_delay(self, ns: int) -> None:
+        """Apply verdicts only to packets that stayed at least ns (emulated latency)."""
+        lib.aqm_set_verdict_delay(self._c, ns)
+
     def backlog(self, queue: int) -> int:
         return len(self._queues[queue])
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .default_model import DEFAULT_MODEL
 

@@ -550,6 +550,13 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 		drain_verdicts(c);
 
 	if (c->chan_attached && s->seq == pkt->seq &&
+	    s->state == AQM_VS_VERDICT && c->verdict_delay_ns != 0 &&
+	    now_ns - pkt->ts_ns < c->verdict_delay_ns) {
+		/* In the emulated world this verdict came after the packet left. */
+		s->state = AQM_VS_DONE;
+		c->cnt.verdicts_late++;
+	}
+	if (c->chan_attached && s->seq == pkt->seq &&
 	    s->state == AQM_VS_VERDICT &&
 	    !(c->chan.hdr->flags & AQM_CHAN_F_PAUSED)) {
 		d->source = AQM_SRC_MODEL;
@@ -594,6 +601,28 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 		c->c_credit += (int64_t)c->w_classic * pkt->len;
 	else if (other_busy)
 		c->c_credit -= (int64_t)c->w_l4s * pkt->len;
+}
+
+int64_t
+aqm_collect_verdicts(struct aqm_core *c)
+{
+
+	return (c->chan_attached ? drain_verdicts(c) : 0);
+}
+
+int
+aqm_verdict_ready(const struct aqm_core *c, uint64_t seq)
+{
+	const struct aqm_vslot *s = &c->vslot[seq & VSLOT_MASK];
+
+	return (s->seq == seq && s->state == AQM_VS_VERDICT);
+}
+
+void
+aqm_set_verdict_delay(struct aqm_core *c, uint64_t ns)
+{
+
+	c->verdict_delay_ns = ns;
 }
 
 void

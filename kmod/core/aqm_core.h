@@ -118,6 +118,7 @@ struct aqm_core {
 
 	uint64_t	next_seq;
 	uint64_t	rng;			/* xorshift64* state */
+	uint64_t	verdict_delay_ns;	/* see aqm_set_verdict_delay() */
 
 	/* Channel (absent when chan_attached is 0). */
 	uint32_t	chan_attached;
@@ -183,6 +184,22 @@ void	aqm_tick(struct aqm_core *c, uint64_t now_ns);
 int	aqm_attach(struct aqm_core *c, void *region, uint64_t size,
 	    uint64_t now_ns);
 void	aqm_detach(struct aqm_core *c);
+
+/*
+ * Simulation hosts: collect the verdicts waiting in the ring now (up to
+ * AQM_VERDICT_BURST; returns how many were waiting), and tell whether the
+ * verdict of packet seq has arrived.  A simulator whose time must wait for
+ * the model uses them; a real data path never waits.
+ */
+int64_t	aqm_collect_verdicts(struct aqm_core *c);
+int	aqm_verdict_ready(const struct aqm_core *c, uint64_t seq);
+/*
+ * Emulate an inference latency: a verdict is applied only to a packet that
+ * stayed at least ns in the queue, as if it had taken that long to arrive;
+ * otherwise it counts as late and DualPI2 decides.  0 (the default) applies
+ * every verdict that is there.
+ */
+void	aqm_set_verdict_delay(struct aqm_core *c, uint64_t ns);
 
 /* p', and p_C and p_CL derived from it. */
 uint32_t aqm_prob_base(const struct aqm_core *c);

@@ -28,11 +28,16 @@ def cli() -> None:
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
 @click.option("--policy", type=click.Choice(POLICIES), default="dualpi2", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ONNX model for --policy llm (default: aqmllmd's default model)")
+@click.option("--inference-latency-us", default=0, show_default=True,
+              help="llm: a verdict counts only for packets that stayed this long")
 @click.option("--json", "as_json", is_flag=True)
-def run_cmd(scenario: str, policy: str, out: Path | None, as_json: bool) -> None:
+def run_cmd(scenario: str, policy: str, out: Path | None, model: str | None,
+            inference_latency_us: int, as_json: bool) -> None:
     """Run SCENARIO under one policy."""
     try:
-        result = run(_scenario(scenario), policy, out)
+        result = run(_scenario(scenario), policy, out, model, inference_latency_us)
     except (RunError, ScenarioError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(result, indent=2) if as_json else _row(result))

@@ -1,10 +1,20 @@
-"""Run one scenario under one policy with the ns-3 runner (build/aqm-sim)."""
+"""Run one scenario under one policy with the ns-3 runner (build/aqm-sim).
+
+The `llm` policy runs the real aqmllmd as a separate process on the channel region the
+simulated queue disc creates: simulated time waits for each packet's verdict, and a
+verdict counts only if the packet stayed at least `inference_latency_us` in the queue
+(0: every verdict counts, the model decides as if it were instantaneous).
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +23,59 @@ from aqm_bridge._ffi import REPO_ROOT
 from .scenario import Scenario
 
 RUNNER = REPO_ROOT / "build" / "aqm-sim"
+_channel_ids = itertools.count()
 
 
 class RunError(Exception):
     pass
 
 
-def run(scenario: Scenario, policy: str, out_dir: Path | None = None) -> dict[str, Any]:
+def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
+        model: str | None = None, inference_latency_us: int = 0) -> dict[str, Any]:
     """Metrics of one run (see sim/README.md); also written to out_dir/result.json."""
     if not RUNNER.is_file():
         raise RunError(f"{RUNNER} missing: `make` builds it when the ns3 wheel is installed "
                        "(pip install '.[sim]')")
-    config = scenario.flat(policy)
+    channel = f"aqm-sim-{os.getpid()}-{next(_channel_ids)}" if policy == "llm" else ""
+    config = scenario.flat(policy, channel, inference_latency_us)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp, "scenario.txt"), Path(tmp, "result.json")
         cfg.write_text(config)
-        r = subprocess.run([str(RUNNER), str(cfg), str(out)], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RunError(f"aqm-sim failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+        sim = subprocess.Popen([str(RUNNER), str(cfg), str(out)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        daemon = _start_daemon(channel, model, tmp, sim) if channel else None
+        try:
+            _, err = sim.communicate(timeout=3600)
+        finally:
+            if daemon is not None:
+                daemon.terminate()
+                daemon.wait(timeout=10)
+            if channel:
+                Path("/dev/shm", channel).unlink(missing_ok=True)
+        if sim.returncode != 0:
+            raise RunError(f"aqm-sim failed ({sim.returncode}): {err.strip()[-2000:]}")
         result = json.loads(out.read_text())
     result["scenario"] = scenario.name
+    if policy == "llm":
+        result["inference_latency_us"] = inference_latency_us
+        result["model"] = model or "default"
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
         (out_dir / "scenario.txt").write_text(config)
     return result
+
+
+def _start_daemon(channel: str, model: str | None, tmp: str,
+                  sim: subprocess.Popen[str]) -> subprocess.Popen[bytes]:
+    shm = Path("/dev/shm", channel)
+    deadline = time.monotonic() + 30
+    while not shm.exists():
+        if sim.poll() is not None or time.monotonic() > deadline:
+            raise RunError(f"aqm-sim never created its channel {shm}")
+        time.sleep(0.01)
+    cmd = [sys.executable, "-m", "aqmllmd.main", "--channel", str(shm), "--control",
+           f"ipc://{tmp}/aqmllmd.sock", "--metrics", "", "--max-wait-us", "0", "--seed", "1"]
+    if model:
+        cmd += ["--model", model]
+    return subprocess.Popen(cmd, stderr=subprocess.DEVNULL)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 CCS = ("dctcp", "cubic", "reno")
-POLICIES = ("dualpi2", "fifo", "pie", "codel", "fq_codel", "red")
+POLICIES = ("dualpi2", "llm", "fifo", "pie", "codel", "fq_codel", "red")
 
 
 class ScenarioError(Exception):
@@ -48,13 +48,15 @@ class Scenario:
     seed: int
     flows: tuple[Flow, ...]
 
-    def flat(self, policy: str) -> str:
+    def flat(self, policy: str, channel: str = "", llm_latency_us: int = 0) -> str:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
         if policy not in POLICIES:
             raise ScenarioError(f"policy {policy!r}: want one of {', '.join(POLICIES)}")
         lines = [f"rate_mbps {self.rate_mbps}", f"duration_s {self.duration_s}",
                  f"policy {policy}", f"classic_ecn {int(self.classic_ecn)}",
                  f"seed {self.seed}"]
+        if channel:
+            lines += [f"channel {channel}", f"llm_latency_us {llm_latency_us}"]
         lines += [f"flow {f.cc} {f.rtt_ms} {f.start_s} {f.stop_s}" for f in self.flows]
         return "\n".join(lines) + "\n"
 

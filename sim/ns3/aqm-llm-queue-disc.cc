@@ -7,7 +7,14 @@
 #include "ns3/drop-tail-queue.h"
 #include "ns3/log.h"
 #include "ns3/simulator.h"
+#include "ns3/string.h"
 #include "ns3/uinteger.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 namespace ns3
 {
@@ -18,6 +25,14 @@ NS_OBJECT_ENSURE_REGISTERED(AqmLlmQueueDisc);
 // Simulated time starts at 0; the core's clock starts one second later so
 // that no timestamp is ever 0 (the core uses 0 for "queue empty").
 static const uint64_t kClockOffsetNs = 1000000000ull;
+
+static uint64_t
+MonotonicNs()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 TypeId
 AqmLlmQueueDisc::GetTypeId()
@@ -41,7 +56,27 @@ AqmLlmQueueDisc::GetTypeId()
                           "PI target delay (us)",
                           UintegerValue(15000),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_targetUs),
-                          MakeUintegerChecker<uint32_t>(1, 1000000));
+                          MakeUintegerChecker<uint32_t>(1, 1000000))
+            .AddAttribute("Channel",
+                          "POSIX shm name of a channel region for aqmllmd ('': none)",
+                          StringValue(""),
+                          MakeStringAccessor(&AqmLlmQueueDisc::m_channel),
+                          MakeStringChecker())
+            .AddAttribute("InferenceLatencyUs",
+                          "Verdicts apply only to packets that stayed this long (us)",
+                          UintegerValue(0),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_inferenceLatencyUs),
+                          MakeUintegerChecker<uint32_t>())
+            .AddAttribute("VerdictTimeoutMs",
+                          "Wall-clock wait for one verdict before DualPI2 decides (ms)",
+                          UintegerValue(1000),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_verdictTimeoutMs),
+                          MakeUintegerChecker<uint32_t>())
+            .AddAttribute("ConsumerWaitS",
+                          "Wall-clock wait for aqmllmd to attach (s)",
+                          UintegerValue(30),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_consumerWaitS),
+                          MakeUintegerChecker<uint32_t>());
     return tid;
 }
 
@@ -52,7 +87,14 @@ AqmLlmQueueDisc::AqmLlmQueueDisc()
       m_bytesSent(0),
       m_seed(1),
       m_stepThreshUs(1000),
-      m_targetUs(15000)
+      m_targetUs(15000),
+      m_inferenceLatencyUs(0),
+      m_verdictTimeoutMs(1000),
+      m_consumerWaitS(30),
+      m_clockOffsetNs(kClockOffsetNs),
+      m_region(nullptr),
+      m_regionSize(0),
+      m_verdictTimeouts(0)
 {
 }
 
@@ -61,7 +103,7 @@ AqmLlmQueueDisc::~AqmLlmQueueDisc() = default;
 uint64_t
 AqmLlmQueueDisc::Now() const
 {
-    return kClockOffsetNs + static_cast<uint64_t>(Simulator::Now().GetNanoSeconds());
+    return m_clockOffsetNs + static_cast<uint64_t>(Simulator::Now().GetNanoSeconds());
 }
 
 bool
@@ -92,8 +134,85 @@ AqmLlmQueueDisc::InitializeParams()
     aqm_params_default(&p);
     p.step_thresh_ns = m_stepThreshUs * 1000u;
     p.target_ns = m_targetUs * 1000u;
-    NS_ABORT_MSG_IF(aqm_core_init(m_core, &p, m_seed, kClockOffsetNs) != AQM_OK,
+    if (!m_channel.empty())
+    {
+        // aqmllmd skips states whose deadline has passed on its own clock
+        // (CLOCK_MONOTONIC); simulated time has its own pace, so put the
+        // core's clock an hour ahead of the wall clock: simulated deadlines
+        // are then always in the daemon's future, and timeliness is decided
+        // here, by InferenceLatencyUs.
+        m_clockOffsetNs = MonotonicNs() + 3600ull * 1000000000ull;
+    }
+    NS_ABORT_MSG_IF(aqm_core_init(m_core, &p, m_seed, m_clockOffsetNs) != AQM_OK,
                     "AqmLlmQueueDisc: parameters refused by the core");
+    if (!m_channel.empty())
+    {
+        OpenChannel();
+    }
+}
+
+void
+AqmLlmQueueDisc::OpenChannel()
+{
+    const uint32_t entries = 65536;
+    std::string path = "/" + m_channel;
+    m_regionSize = aqm_chan_region_size(entries, entries);
+    int fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    NS_ABORT_MSG_IF(fd < 0, "shm_open " << path << " failed");
+    NS_ABORT_MSG_IF(fchmod(fd, 0600) != 0 || ftruncate(fd, static_cast<off_t>(m_regionSize)) != 0,
+                    "sizing " << path << " failed");
+    m_region = mmap(nullptr, m_regionSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    NS_ABORT_MSG_IF(m_region == MAP_FAILED, "mmap " << path << " failed");
+    struct aqm_chan ch;
+    NS_ABORT_MSG_IF(aqm_chan_init(&ch, m_region, m_regionSize, entries, entries) != AQM_CHAN_OK,
+                    "channel layout refused");
+    NS_ABORT_MSG_IF(aqm_attach(m_core, m_region, m_regionSize, Now()) != AQM_OK,
+                    "core refused the region");
+    aqm_set_verdict_delay(m_core, static_cast<uint64_t>(m_inferenceLatencyUs) * 1000u);
+    uint64_t until = MonotonicNs() + static_cast<uint64_t>(m_consumerWaitS) * 1000000000ull;
+    while (!(aqm_load_acquire(&ch.hdr->flags) & AQM_CHAN_F_CONSUMER_UP) && MonotonicNs() < until)
+    {
+        usleep(1000);
+    }
+    NS_LOG_INFO("channel " << path << (aqm_load_acquire(&ch.hdr->flags) & AQM_CHAN_F_CONSUMER_UP
+                                           ? ": aqmllmd attached"
+                                           : ": no consumer, DualPI2 decides"));
+}
+
+// Simulated time stands still while the model thinks: the packet's verdict
+// is in hand before any dequeue can see it (or DualPI2 decides after a
+// wall-clock timeout).
+void
+AqmLlmQueueDisc::WaitForVerdict(uint64_t seq)
+{
+    uint64_t until = MonotonicNs() + static_cast<uint64_t>(m_verdictTimeoutMs) * 1000000ull;
+    while (!aqm_verdict_ready(m_core, seq))
+    {
+        if (aqm_collect_verdicts(m_core) == 0)
+        {
+            if (MonotonicNs() > until)
+            {
+                m_verdictTimeouts++;
+                return;
+            }
+            struct timespec pause = {0, 5000};
+            nanosleep(&pause, nullptr);
+        }
+    }
+}
+
+void
+AqmLlmQueueDisc::DoDispose()
+{
+    if (m_region != nullptr)
+    {
+        aqm_detach(m_core);
+        munmap(m_region, m_regionSize);
+        shm_unlink(("/" + m_channel).c_str());
+        m_region = nullptr;
+    }
+    QueueDisc::DoDispose();
 }
 
 bool
@@ -109,6 +228,10 @@ AqmLlmQueueDisc::DoEnqueue(Ptr<QueueDiscItem> item)
     }
     GetInternalQueue(pkt.queue)->Enqueue(item);
     m_meta[pkt.queue].push_back(pkt);
+    if (m_region != nullptr && m_core->chan_attached)
+    {
+        WaitForVerdict(pkt.seq);
+    }
     return true;
 }
 

@@ -38,6 +38,9 @@ class AqmLlmQueueDisc : public QueueDisc
     uint64_t BytesSent() const;
 
   private:
+    void DoDispose() override;
+    void OpenChannel();
+    void WaitForVerdict(uint64_t seq);
     bool DoEnqueue(Ptr<QueueDiscItem> item) override;
     Ptr<QueueDiscItem> DoDequeue() override;
     bool CheckConfig() override;
@@ -52,6 +55,21 @@ class AqmLlmQueueDisc : public QueueDisc
     uint32_t m_seed;
     uint32_t m_stepThreshUs;
     uint32_t m_targetUs;
+    // The llm policy: a channel region in POSIX shared memory served by aqmllmd.
+    std::string m_channel;          ///< shm name; empty: DualPI2 alone
+    uint32_t m_inferenceLatencyUs;  ///< verdicts apply to packets older than this
+    uint32_t m_verdictTimeoutMs;    ///< wall-clock wait for one verdict
+    uint32_t m_consumerWaitS;       ///< wall-clock wait for aqmllmd to attach
+    uint64_t m_clockOffsetNs;
+    void* m_region;
+    uint64_t m_regionSize;
+    uint64_t m_verdictTimeouts;
+
+  public:
+    uint64_t VerdictTimeouts() const
+    {
+        return m_verdictTimeouts;
+    }
 };
 
 } // namespace ns3

@@ -52,6 +52,8 @@ struct Scenario
     std::string policy = "dualpi2";
     bool classicEcn = true;
     uint32_t seed = 1;
+    std::string channel;         // llm policy: shm name served by aqmllmd
+    uint32_t llmLatencyUs = 0;   // llm policy: emulated inference latency
     std::vector<FlowSpec> flows;
 };
 
@@ -83,6 +85,10 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.classicEcn);
         else if (key == "seed")
             ok = static_cast<bool>(ls >> s.seed);
+        else if (key == "channel")
+            ok = static_cast<bool>(ls >> s.channel);
+        else if (key == "llm_latency_us")
+            ok = static_cast<bool>(ls >> s.llmLatencyUs);
         else if (key == "flow")
         {
             FlowSpec f;
@@ -194,6 +200,13 @@ main(int argc, char* argv[])
     TrafficControlHelper tch;
     if (sc.policy == "dualpi2")
         tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed));
+    else if (sc.policy == "llm")
+    {
+        NS_ABORT_MSG_IF(sc.channel.empty(), "policy llm needs a channel");
+        tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed), "Channel",
+                             StringValue(sc.channel), "InferenceLatencyUs",
+                             UintegerValue(sc.llmLatencyUs));
+    }
     else if (sc.policy == "fifo")
         tch.SetRootQueueDisc("ns3::FifoQueueDisc", "MaxSize", StringValue("1000p"));
     else if (sc.policy == "pie")
@@ -274,7 +287,16 @@ main(int argc, char* argv[])
             << ", \"p_prime\": " << ours->ProbBase() << ", \"marks\": [" << c.marks_fallback[0]
             << ", " << c.marks_fallback[1] << "], \"drops\": [" << c.drops_fallback[0] << ", "
             << c.drops_fallback[1] << "], \"drops_limit\": [" << c.drops_limit[0] << ", "
-            << c.drops_limit[1] << "], \"step_marks\": " << c.step_marks;
+            << c.drops_limit[1] << "], \"step_marks\": " << c.step_marks
+            << ", \"marks_model\": [" << c.marks_model[0] << ", " << c.marks_model[1]
+            << "], \"drops_model\": [" << c.drops_model[0] << ", " << c.drops_model[1]
+            << "], \"decisions_model\": " << c.decisions_model
+            << ", \"decisions_fallback\": " << c.decisions_fallback
+            << ", \"verdicts_applied\": " << c.verdicts_applied
+            << ", \"verdicts_late\": " << c.verdicts_late
+            << ", \"states_published\": " << c.states_published
+            << ", \"states_lost\": " << c.states_lost
+            << ", \"verdict_timeouts\": " << ours->VerdictTimeouts();
     }
     else
     {
