@@ -75,3 +75,45 @@ def test_bad_files_and_policies(tmp_path: Path) -> None:
 def test_shipped_scenarios_load() -> None:
     for path in SCENARIOS.glob("*.toml"):
         assert load(path).flows
+
+
+class TestScenarioFeatures:
+    def test_steps_loss_and_udp_reach_the_runner(self) -> None:
+        sc = parse({"duration_s": 20, "loss": 0.001,
+                    "rate_steps": [{"at_s": 10, "rate_mbps": 25}],
+                    "udp": [{"rate_mbps": 5, "on_s": 0.5, "off_s": 0.5}],
+                    "flows": [{"cc": "cubic"}]})
+        flat = sc.flat("dualpi2")
+        assert "rate_at 10.0 25.0" in flat and "loss 0.001" in flat
+        assert "udp 5.0 0.5 0.5 0.0 20.0" in flat
+
+    def test_a_mahimahi_trace_becomes_capacity_steps(self, tmp_path: Path) -> None:
+        # 12 opportunities per ms for 100 ms = 144 Mbit/s, then 1 per ms = 12 Mbit/s.
+        lines = [str(ms) for ms in range(100) for _ in range(12)] + \
+                [str(ms) for ms in range(100, 200)]
+        (tmp_path / "t.mahimahi").write_text("\n".join(lines) + "\n")
+        sc = parse({"duration_s": 0.2, "trace": "t.mahimahi", "trace_bin_ms": 100,
+                    "flows": [{"cc": "cubic"}]}, base=tmp_path)
+        assert sc.rate_steps == ((0.0, pytest.approx(144.0)), (0.1, pytest.approx(12.0)))
+
+    @pytest.mark.parametrize(("data", "message"), [
+        ({"trace": "missing.mahimahi"}, "trace: cannot read trace"),
+        ({"trace": "bad.mahimahi"}, "not a Mahimahi trace"),
+        ({"rate_steps": [{"at_s": 99, "rate_mbps": 5}]}, r"rate_steps\[0\].at_s.*outside"),
+        ({"udp": [{"rate_mbps": 1, "start_s": 5, "stop_s": 1}]}, r"udp\[0\].stop_s"),
+        ({"loss": 0.9}, "loss.*outside"),
+        ({"trace": "bad.mahimahi", "rate_steps": [{"at_s": 1, "rate_mbps": 5}]}, "choose one"),
+    ])
+    def test_bad_capacity_and_background_fields(self, tmp_path: Path, data: dict,
+                                                 message: str) -> None:
+        (tmp_path / "bad.mahimahi").write_text("12\nabc\n")
+        with pytest.raises(ScenarioError, match=message):
+            parse({"duration_s": 10, "flows": [{"cc": "reno"}], **data}, base=tmp_path)
+
+
+@needs_ns3
+def test_rate_steps_utilisation_is_measured_against_the_capacity_offered() -> None:
+    r = run(parse({"rate_mbps": 20, "duration_s": 6,
+                   "rate_steps": [{"at_s": 3, "rate_mbps": 5}],
+                   "flows": [{"cc": "cubic", "rtt_ms": 20}]}), "dualpi2")
+    assert 0.8 < r["utilisation"] <= 1.0

@@ -6,6 +6,10 @@
     classic_ecn = true      # classic flows negotiate ECN (ECT(0)) or not
     seed = 1
 
+    loss = 0.0              # optional: random packet loss on the bottleneck
+    trace = "traces/x.mahimahi"  # optional: capacity from a Mahimahi trace
+    trace_bin_ms = 100      # optional: its rate is averaged over bins this long
+
     [[flows]]
     cc = "dctcp"            # dctcp (sends ECT(1): L4S) | cubic | reno
     rtt_ms = 20             # base round-trip time
@@ -13,7 +17,19 @@
     start_s = 0             # optional
     stop_s = 20             # optional, default duration_s
 
-Every error names the field it is about.
+    [[rate_steps]]          # optional: capacity changes
+    at_s = 10
+    rate_mbps = 25
+
+    [[udp]]                 # optional: unresponsive on/off background
+    rate_mbps = 5
+    on_s = 0.5
+    off_s = 0.5
+    start_s = 0             # optional
+    stop_s = 20             # optional
+
+A Mahimahi trace has one line per 1500-byte delivery opportunity, its time in ms; it
+repeats when it ends. Every error names the field it is about.
 """
 
 from __future__ import annotations
@@ -40,6 +56,15 @@ class Flow:
 
 
 @dataclass(frozen=True)
+class Udp:
+    rate_mbps: float
+    on_s: float
+    off_s: float
+    start_s: float
+    stop_s: float
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     rate_mbps: float
@@ -47,6 +72,9 @@ class Scenario:
     classic_ecn: bool
     seed: int
     flows: tuple[Flow, ...]
+    rate_steps: tuple[tuple[float, float], ...] = ()
+    loss: float = 0.0
+    udp: tuple[Udp, ...] = ()
 
     def flat(self, policy: str, channel: str = "", llm_latency_us: int = 0) -> str:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
@@ -58,6 +86,11 @@ class Scenario:
         if channel:
             lines += [f"channel {channel}", f"llm_latency_us {llm_latency_us}"]
         lines += [f"flow {f.cc} {f.rtt_ms} {f.start_s} {f.stop_s}" for f in self.flows]
+        lines += [f"rate_at {t} {r}" for t, r in self.rate_steps]
+        if self.loss:
+            lines.append(f"loss {self.loss}")
+        lines += [f"udp {u.rate_mbps} {u.on_s} {u.off_s} {u.start_s} {u.stop_s}"
+                  for u in self.udp]
         return "\n".join(lines) + "\n"
 
 
@@ -76,9 +109,41 @@ def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
                             f"(known: {', '.join(sorted(allowed))})")
 
 
-def parse(data: dict[str, Any], origin: str = "scenario") -> Scenario:
+def _tables(where: str, value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ScenarioError(f"{where}: want [[tables]]")
+    return value
+
+
+def trace_steps(path: Path, duration_s: float, bin_ms: float,
+                where: str) -> list[tuple[float, float]]:
+    """A Mahimahi trace as capacity steps: delivery opportunities per bin, looped."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ScenarioError(f"{where}: cannot read trace {path}: {e.strerror}") from e
+    try:
+        times = [int(line) for line in text.split()]
+    except ValueError as e:
+        raise ScenarioError(f"{where}: {path} is not a Mahimahi trace (one integer ms "
+                            "per line)") from e
+    if not times or times != sorted(times) or times[0] < 0:
+        raise ScenarioError(f"{where}: {path} is empty or not in time order")
+    period_ms = max(times[-1], 1)
+    steps = []
+    nbins = int(duration_s * 1000 / bin_ms + 0.999)
+    for b in range(nbins):
+        lo = (b * bin_ms) % period_ms
+        count = sum(1 for t in times if lo <= t < lo + bin_ms)
+        steps.append((b * bin_ms / 1000, max(0.01, count * 1500 * 8 / (bin_ms / 1000) / 1e6)))
+    return steps
+
+
+def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = None) -> Scenario:
     _check_keys(origin, data, {"name", "rate_mbps", "duration_s", "classic_ecn", "seed",
-                               "flows"})
+                               "flows", "rate_steps", "loss", "udp", "trace", "trace_bin_ms"})
     duration = _number(f"{origin}: duration_s", data.get("duration_s", 10), 0.1, 3600)
     rate = _number(f"{origin}: rate_mbps", data.get("rate_mbps", 50), 0.01, 100_000)
     ecn = data.get("classic_ecn", True)
@@ -108,8 +173,36 @@ def parse(data: dict[str, Any], origin: str = "scenario") -> Scenario:
         flows += [Flow(cc, rtt, start, stop)] * count
     if len(flows) > 256:
         raise ScenarioError(f"{origin}: flows: {len(flows)} flows, at most 256")
+    steps: list[tuple[float, float]] = []
+    for i, st in enumerate(_tables(f"{origin}: rate_steps", data.get("rate_steps"))):
+        where = f"{origin}: rate_steps[{i}]"
+        _check_keys(where, st, {"at_s", "rate_mbps"})
+        steps.append((_number(f"{where}.at_s", st.get("at_s"), 0, duration),
+                      _number(f"{where}.rate_mbps", st.get("rate_mbps"), 0.01, 100_000)))
+    if "trace" in data:
+        if steps:
+            raise ScenarioError(f"{origin}: trace and rate_steps both set: choose one")
+        trace = data["trace"]
+        if not isinstance(trace, str):
+            raise ScenarioError(f"{origin}: trace: want a file name")
+        path = (base or Path.cwd()) / trace
+        bin_ms = _number(f"{origin}: trace_bin_ms", data.get("trace_bin_ms", 100), 1, 10_000)
+        steps = trace_steps(path, duration, bin_ms, f"{origin}: trace")
+    loss = _number(f"{origin}: loss", data.get("loss", 0.0), 0, 0.5)
+    udp: list[Udp] = []
+    for i, u in enumerate(_tables(f"{origin}: udp", data.get("udp"))):
+        where = f"{origin}: udp[{i}]"
+        _check_keys(where, u, {"rate_mbps", "on_s", "off_s", "start_s", "stop_s"})
+        start = _number(f"{where}.start_s", u.get("start_s", 0), 0, duration)
+        stop = _number(f"{where}.stop_s", u.get("stop_s", duration), 0, duration)
+        if stop <= start:
+            raise ScenarioError(f"{where}.stop_s: {stop} is not after start_s {start}")
+        udp.append(Udp(_number(f"{where}.rate_mbps", u.get("rate_mbps"), 0.001, 100_000),
+                       _number(f"{where}.on_s", u.get("on_s", 1), 0.001, 3600),
+                       _number(f"{where}.off_s", u.get("off_s", 0), 0, 3600), start, stop))
     name = data.get("name", origin)
-    return Scenario(str(name), rate, duration, ecn, seed, tuple(flows))
+    return Scenario(str(name), rate, duration, ecn, seed, tuple(flows), tuple(steps), loss,
+                    tuple(udp))
 
 
 def load(path: str | Path) -> Scenario:
@@ -120,4 +213,4 @@ def load(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: cannot read: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: not valid TOML: {e}") from e
-    return parse(data, origin=str(path.name))
+    return parse(data, origin=str(path.name), base=path.parent)

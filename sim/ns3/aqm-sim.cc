@@ -14,6 +14,9 @@
  *   classic_ecn 0 | 1
  *   seed 1
  *   flow <cc: dctcp|cubic|reno> <rtt_ms> <start_s> <stop_s>     (repeated)
+ *   rate_at <time_s> <rate_mbps>          (repeated: capacity changes)
+ *   loss <probability>                   (random loss on the bottleneck)
+ *   udp <rate_mbps> <on_s> <off_s> <start_s> <stop_s> (repeated: on/off UDP)
  *
  * Senders share a 1 Gbit/s access link each (one-way delay chosen so the
  * flow's base RTT is rtt_ms) into the bottleneck router; the bottleneck's
@@ -55,6 +58,13 @@ struct Scenario
     std::string channel;         // llm policy: shm name served by aqmllmd
     uint32_t llmLatencyUs = 0;   // llm policy: emulated inference latency
     std::vector<FlowSpec> flows;
+    std::vector<std::pair<double, double>> rateAt; // (time s, Mbit/s)
+    double loss = 0;
+    struct Udp
+    {
+        double rateMbps, onS, offS, startS, stopS;
+    };
+    std::vector<Udp> udp;
 };
 
 static Scenario
@@ -89,6 +99,21 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.channel);
         else if (key == "llm_latency_us")
             ok = static_cast<bool>(ls >> s.llmLatencyUs);
+        else if (key == "rate_at")
+        {
+            double t, r;
+            ok = static_cast<bool>(ls >> t >> r) && t >= 0 && r > 0;
+            s.rateAt.emplace_back(t, r);
+        }
+        else if (key == "loss")
+            ok = static_cast<bool>(ls >> s.loss) && s.loss >= 0 && s.loss < 1;
+        else if (key == "udp")
+        {
+            Scenario::Udp u;
+            ok = static_cast<bool>(ls >> u.rateMbps >> u.onS >> u.offS >> u.startS >> u.stopS) &&
+                 u.rateMbps > 0 && u.onS > 0 && u.offS >= 0 && u.stopS > u.startS;
+            s.udp.push_back(u);
+        }
         else if (key == "flow")
         {
             FlowSpec f;
@@ -195,6 +220,20 @@ main(int argc, char* argv[])
         accessIfs.push_back(addr.Assign(d));
     }
     NetDeviceContainer bn = bottleneck.Install(routers.Get(0), routers.Get(1));
+    Ptr<PointToPointNetDevice> bnDev = DynamicCast<PointToPointNetDevice>(bn.Get(0));
+    for (const auto& [t, mbps] : sc.rateAt)
+    {
+        Simulator::Schedule(Seconds(t), [bnDev, mbps]() {
+            bnDev->SetDataRate(DataRate(static_cast<uint64_t>(mbps * 1e6)));
+        });
+    }
+    if (sc.loss > 0)
+    {
+        Ptr<RateErrorModel> em = CreateObject<RateErrorModel>();
+        em->SetAttribute("ErrorRate", DoubleValue(sc.loss));
+        em->SetAttribute("ErrorUnit", StringValue("ERROR_UNIT_PACKET"));
+        bn.Get(1)->SetAttribute("ReceiveErrorModel", PointerValue(em));
+    }
     NetDeviceContainer sk = sink.Install(routers.Get(1), receiver.Get(0));
 
     TrafficControlHelper tch;
@@ -250,6 +289,37 @@ main(int argc, char* argv[])
         sinks.push_back(DynamicCast<PacketSink>(s.Get(0)));
     }
 
+    // Unresponsive background: on/off UDP from an extra sender to the receiver.
+    if (!sc.udp.empty())
+    {
+        Ptr<Node> udpNode = CreateObject<Node>();
+        stack.Install(udpNode);
+        access.SetChannelAttribute("Delay", TimeValue(MilliSeconds(1)));
+        NetDeviceContainer d = access.Install(udpNode, routers.Get(0));
+        addr.SetBase("10.4.1.0", "255.255.255.0");
+        addr.Assign(d);
+        Ipv4GlobalRoutingHelper::RecomputeRoutingTables();
+        for (size_t i = 0; i < sc.udp.size(); i++)
+        {
+            const auto& u = sc.udp[i];
+            uint16_t port = static_cast<uint16_t>(9000 + i);
+            OnOffHelper onoff("ns3::UdpSocketFactory",
+                              InetSocketAddress(sinkIf.GetAddress(1), port));
+            onoff.SetConstantRate(DataRate(static_cast<uint64_t>(u.rateMbps * 1e6)), 1200);
+            std::ostringstream on, off;
+            on << "ns3::ConstantRandomVariable[Constant=" << u.onS << "]";
+            off << "ns3::ConstantRandomVariable[Constant=" << u.offS << "]";
+            onoff.SetAttribute("OnTime", StringValue(on.str()));
+            onoff.SetAttribute("OffTime", StringValue(off.str()));
+            ApplicationContainer a = onoff.Install(udpNode);
+            a.Start(Seconds(u.startS));
+            a.Stop(Seconds(std::min(u.stopS, sc.durationS)));
+            PacketSinkHelper ps("ns3::UdpSocketFactory",
+                                InetSocketAddress(Ipv4Address::GetAny(), port));
+            ps.Install(receiver.Get(0)).Start(Seconds(0));
+        }
+    }
+
     Simulator::Stop(Seconds(sc.durationS));
     Simulator::Run();
 
@@ -268,10 +338,22 @@ main(int argc, char* argv[])
         sum += t;
         sumSq += t * t;
     }
+    // Capacity offered over the run, piecewise constant.
+    double capacityBits = 0, lastT = 0, lastRate = sc.rateMbps;
+    auto changes = sc.rateAt;
+    std::sort(changes.begin(), changes.end());
+    for (const auto& [t, mbps] : changes)
+    {
+        double tt = std::min(t, sc.durationS);
+        capacityBits += lastRate * 1e6 * (tt - lastT);
+        lastT = tt;
+        lastRate = mbps;
+    }
+    capacityBits += lastRate * 1e6 * (sc.durationS - lastT);
     std::ofstream out(argv[2]);
     out << std::fixed << std::setprecision(6) << "{\"policy\": \"" << sc.policy << "\""
         << ", \"rate_mbps\": " << sc.rateMbps << ", \"duration_s\": " << sc.durationS
-        << ", \"utilisation\": " << totalBits / (sc.rateMbps * 1e6 * sc.durationS)
+        << ", \"utilisation\": " << totalBits / capacityBits
         << ", \"jain\": " << (sumSq > 0 ? sum * sum / (n * sumSq) : 0) << ", \"flows\": [";
     for (size_t i = 0; i < n; i++)
     {
