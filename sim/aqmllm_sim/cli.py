@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from .runner import RunError, run
 from .scenario import POLICIES, ScenarioError, load
+from .sweep import sweep
 
 
 def _scenario(path: str):  # noqa: ANN202
@@ -74,3 +75,61 @@ def _row(r: dict) -> str:
     lp99 = f"{r['sojourn_ms_l']['p99']:9.3f}" if "sojourn_ms_l" in r else f"{'-':>9}"
     return (f"{r['policy']:10} {r['utilisation']:6.3f} {r['jain']:6.3f} {lp99} "
             f"{c['p50']:10.3f} {c['p99']:10.3f}")
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="dataset file (.npz)")
+@click.option("--seeds", default="1", show_default=True, help="comma-separated run seeds")
+def record(scenario: str, out: Path, seeds: str) -> None:
+    """Record every packet's state, action and outcome under DualPI2 (sim/DATASET.md)."""
+    import dataclasses
+    import tempfile
+
+    import numpy as np
+
+    from .dataset import load_rows, save_npz
+
+    sc = _scenario(scenario)
+    parts, runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in tqdm([int(s) for s in seeds.split(",")], desc="record"):
+            rows_path = Path(tmp, f"rows-{seed}.bin")
+            try:
+                r = run(dataclasses.replace(sc, seed=seed), "dualpi2", Path(tmp, f"run-{seed}"),
+                        record=rows_path, plots=False)
+            except RunError as e:
+                raise click.ClickException(str(e)) from e
+            parts.append(load_rows(rows_path))
+            runs.append({"seed": seed, "recorded": r["recorded"],
+                         "utilisation": r["utilisation"]})
+        rows = np.concatenate(parts)
+        last = Path(tmp, f"run-{runs[-1]['seed']}", "timeseries.csv")
+        save_npz(rows, out, {"scenario": sc.name, "behaviour_policy": "dualpi2",
+                             "runs": runs}, timeseries=last)
+    click.echo(f"{len(rows)} rows from {len(runs)} run(s) -> {out}")
+
+
+@cli.command("sweep")
+@click.argument("scenarios", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--policies", default="dualpi2,fifo", show_default=True)
+@click.option("--jobs", default=2, show_default=True, help="parallel local processes")
+@click.option("--ray", "ray_address", default=None,
+              help="run on a Ray cluster at this address instead")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def sweep_cmd(scenarios: tuple[str, ...], policies: str, jobs: int, ray_address: str | None,
+              out: Path | None, as_json: bool) -> None:
+    """Every SCENARIO under every policy, in parallel."""
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    try:
+        results = sweep([_scenario(s) for s in scenarios], names, jobs, ray_address, out)
+    except (RunError, ScenarioError) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        click.echo(f"{r['scenario']:28} {_row(r)}")

@@ -31,13 +31,28 @@ class RunError(Exception):
 
 
 def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
-        model: str | None = None, inference_latency_us: int = 0) -> dict[str, Any]:
-    """Metrics of one run (see sim/README.md); also written to out_dir/result.json."""
+        model: str | None = None, inference_latency_us: int = 0,
+        record: Path | None = None, plots: bool = True) -> dict[str, Any]:
+    """Metrics of one run (see sim/README.md).
+
+    With out_dir: result.json, timeseries.csv, sojourns.bin and (plots) PNGs there.
+    With record: the dataset rows of every departing packet (policy dualpi2 only).
+    """
     if not RUNNER.is_file():
         raise RunError(f"{RUNNER} missing: `make` builds it when the ns3 wheel is installed "
                        "(pip install '.[sim]')")
     channel = f"aqm-sim-{os.getpid()}-{next(_channel_ids)}" if policy == "llm" else ""
     config = scenario.flat(policy, channel, inference_latency_us)
+    if out_dir is not None:
+        out_dir = out_dir.resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config += (f"timeseries {out_dir / 'timeseries.csv'}\n"
+                   f"sojourns {out_dir / 'sojourns.bin'}\n")
+    if record is not None:
+        if policy != "dualpi2":
+            raise RunError("recording is for the dualpi2 policy (with llm, aqmllmd reads "
+                           "the states)")
+        config += f"record {Path(record).resolve()}\n"
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp, "scenario.txt"), Path(tmp, "result.json")
         cfg.write_text(config)
@@ -60,9 +75,15 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
         result["inference_latency_us"] = inference_latency_us
         result["model"] = model or "default"
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
         (out_dir / "scenario.txt").write_text(config)
+        if plots:
+            from . import plots as p
+
+            title = f"{scenario.name}: {policy}"
+            p.sojourn_cdf(out_dir / "sojourns.bin", out_dir / "sojourn_cdf.png", title)
+            p.timeseries(out_dir / "timeseries.csv", out_dir, title,
+                         [f"{f.cc} {f.rtt_ms:g} ms" for f in scenario.flows])
     return result
 
 

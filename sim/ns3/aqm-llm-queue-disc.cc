@@ -10,6 +10,7 @@
 #include "ns3/string.h"
 #include "ns3/uinteger.h"
 
+#include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -72,6 +73,11 @@ AqmLlmQueueDisc::GetTypeId()
                           UintegerValue(1000),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_verdictTimeoutMs),
                           MakeUintegerChecker<uint32_t>())
+            .AddAttribute("RecordPath",
+                          "Write one dataset row per departing packet here ('': no)",
+                          StringValue(""),
+                          MakeStringAccessor(&AqmLlmQueueDisc::m_recordPath),
+                          MakeStringChecker())
             .AddAttribute("ConsumerWaitS",
                           "Wall-clock wait for aqmllmd to attach (s)",
                           UintegerValue(30),
@@ -94,7 +100,9 @@ AqmLlmQueueDisc::AqmLlmQueueDisc()
       m_clockOffsetNs(kClockOffsetNs),
       m_region(nullptr),
       m_regionSize(0),
-      m_verdictTimeouts(0)
+      m_verdictTimeouts(0),
+      m_record(nullptr),
+      m_recorded(0)
 {
 }
 
@@ -148,6 +156,21 @@ AqmLlmQueueDisc::InitializeParams()
     if (!m_channel.empty())
     {
         OpenChannel();
+    }
+    else if (!m_recordPath.empty())
+    {
+        // A private region, consumed right here: every packet's state record
+        // is kept until the packet leaves, then written with what happened.
+        const uint32_t entries = 1024;
+        uint64_t size = aqm_chan_region_size(entries, 64);
+        m_privateRegion.assign((size + 7) / 8, 0);
+        NS_ABORT_MSG_IF(aqm_chan_init(&m_recordChan, m_privateRegion.data(), size, entries, 64) !=
+                            AQM_CHAN_OK,
+                        "record region refused");
+        NS_ABORT_MSG_IF(aqm_attach(m_core, m_privateRegion.data(), size, Now()) != AQM_OK,
+                        "core refused the record region");
+        m_record = fopen(m_recordPath.c_str(), "wb");
+        NS_ABORT_MSG_IF(m_record == nullptr, "cannot write " << m_recordPath);
     }
 }
 
@@ -212,6 +235,12 @@ AqmLlmQueueDisc::DoDispose()
         shm_unlink(("/" + m_channel).c_str());
         m_region = nullptr;
     }
+    if (m_record != nullptr)
+    {
+        aqm_detach(m_core);
+        fclose(m_record);
+        m_record = nullptr;
+    }
     QueueDisc::DoDispose();
 }
 
@@ -231,6 +260,14 @@ AqmLlmQueueDisc::DoEnqueue(Ptr<QueueDiscItem> item)
     if (m_region != nullptr && m_core->chan_attached)
     {
         WaitForVerdict(pkt.seq);
+    }
+    if (m_record != nullptr)
+    {
+        struct aqm_state_rec s;
+        while (aqm_state_pop_batch(&m_recordChan, &s, 1) == 1)
+        {
+            m_pending[s.seq] = s;
+        }
     }
     return true;
 }
@@ -252,6 +289,10 @@ AqmLlmQueueDisc::DoDequeue()
         uint64_t nextTs = m_meta[q].empty() ? 0 : m_meta[q].front().ts_ns;
         struct aqm_decision d;
         aqm_dequeue(m_core, now, &pkt, nextTs, &d);
+        if (m_record != nullptr)
+        {
+            Record(pkt, d, now);
+        }
         if (d.verdict == AQM_V_DROP)
         {
             DropAfterDequeue(item, d.source == AQM_SRC_MODEL ? "model" : "dualpi2");
@@ -265,6 +306,37 @@ AqmLlmQueueDisc::DoDequeue()
         m_bytesSent += item->GetSize();
         return item;
     }
+}
+
+// One dataset row (sim/DATASET.md): the state at enqueue, what was done,
+// and when the packet left.
+void
+AqmLlmQueueDisc::Record(const struct aqm_pkt& pkt, const struct aqm_decision& d, uint64_t now)
+{
+    auto it = m_pending.find(pkt.seq);
+    if (it == m_pending.end())
+    {
+        return; // its state record was lost to a full ring
+    }
+    struct
+    {
+        struct aqm_state_rec state;
+        uint64_t dequeue_ns;
+        uint8_t action; // 0 forwarded, 1 dropped, 2 marked
+        uint8_t source; // 0 DualPI2, 1 model
+        uint8_t pad[6];
+    } row;
+    static_assert(sizeof(row) == 96, "dataset row");
+    memset(&row, 0, sizeof(row));
+    row.state = it->second;
+    row.state.ts_ns -= m_clockOffsetNs;
+    row.state.deadline_ns -= m_clockOffsetNs;
+    row.dequeue_ns = now - m_clockOffsetNs;
+    row.action = static_cast<uint8_t>(d.verdict);
+    row.source = static_cast<uint8_t>(d.source);
+    fwrite(&row, sizeof(row), 1, m_record);
+    m_pending.erase(it);
+    m_recorded++;
 }
 
 const std::vector<uint64_t>&

@@ -12,8 +12,10 @@
 #include "ns3/queue-disc.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 extern "C" {
@@ -41,6 +43,7 @@ class AqmLlmQueueDisc : public QueueDisc
     void DoDispose() override;
     void OpenChannel();
     void WaitForVerdict(uint64_t seq);
+    void Record(const struct aqm_pkt& pkt, const struct aqm_decision& d, uint64_t now);
     bool DoEnqueue(Ptr<QueueDiscItem> item) override;
     Ptr<QueueDiscItem> DoDequeue() override;
     bool CheckConfig() override;
@@ -64,8 +67,19 @@ class AqmLlmQueueDisc : public QueueDisc
     void* m_region;
     uint64_t m_regionSize;
     uint64_t m_verdictTimeouts;
+    // Recording: without aqmllmd, the queue disc reads its own state ring.
+    std::string m_recordPath;
+    FILE* m_record;
+    std::vector<uint64_t> m_privateRegion;
+    struct aqm_chan m_recordChan;
+    std::unordered_map<uint64_t, struct aqm_state_rec> m_pending;
+    uint64_t m_recorded;
 
   public:
+    uint64_t Recorded() const
+    {
+        return m_recorded;
+    }
     uint64_t VerdictTimeouts() const
     {
         return m_verdictTimeouts;

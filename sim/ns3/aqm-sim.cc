@@ -56,6 +56,10 @@ struct Scenario
     bool classicEcn = true;
     uint32_t seed = 1;
     std::string channel;         // llm policy: shm name served by aqmllmd
+    std::string record;          // dualpi2: dataset rows to this file
+    std::string timeseries;      // CSV of per-interval measurements
+    std::string sojourns;        // raw sojourns (u64 ns, queue in the top bit)
+    double intervalS = 0.1;
     uint32_t llmLatencyUs = 0;   // llm policy: emulated inference latency
     std::vector<FlowSpec> flows;
     std::vector<std::pair<double, double>> rateAt; // (time s, Mbit/s)
@@ -97,6 +101,14 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.seed);
         else if (key == "channel")
             ok = static_cast<bool>(ls >> s.channel);
+        else if (key == "record")
+            ok = static_cast<bool>(ls >> s.record);
+        else if (key == "timeseries")
+            ok = static_cast<bool>(ls >> s.timeseries);
+        else if (key == "sojourns")
+            ok = static_cast<bool>(ls >> s.sojourns);
+        else if (key == "interval_s")
+            ok = static_cast<bool>(ls >> s.intervalS) && s.intervalS > 0;
         else if (key == "llm_latency_us")
             ok = static_cast<bool>(ls >> s.llmLatencyUs);
         else if (key == "rate_at")
@@ -143,6 +155,55 @@ Percentile(std::vector<uint64_t> v, double pct)
 }
 
 static std::vector<uint64_t> g_sojournAll; // for queue discs that are not ours
+
+static std::vector<double> g_cwnd; // bytes, per flow, latest
+
+static void
+OnCwnd(size_t flow, uint32_t, uint32_t now)
+{
+    g_cwnd[flow] = now;
+}
+
+static void
+HookCwnd(size_t flow, uint32_t node)
+{
+    std::ostringstream path;
+    path << "/NodeList/" << node << "/$ns3::TcpL4Protocol/SocketList/0/CongestionWindow";
+    Config::ConnectWithoutContext(path.str(), MakeBoundCallback(&OnCwnd, flow));
+}
+
+struct Sampler
+{
+    std::ofstream csv;
+    std::vector<Ptr<PacketSink>> sinks;
+    std::vector<uint64_t> lastRx;
+    Ptr<QueueDisc> qd;
+    Ptr<AqmLlmQueueDisc> ours;
+    double interval;
+
+    void Sample()
+    {
+        csv << Simulator::Now().GetSeconds();
+        for (size_t i = 0; i < sinks.size(); i++)
+        {
+            uint64_t rx = sinks[i]->GetTotalRx();
+            csv << "," << (rx - lastRx[i]) * 8.0 / interval / 1e6;
+            lastRx[i] = rx;
+        }
+        csv << "," << qd->GetNPackets();
+        if (ours)
+        {
+            csv << "," << ours->Sojourns(AQM_QUEUE_C).size() << ","
+                << ours->Sojourns(AQM_QUEUE_L).size() << "," << ours->ProbBase();
+        }
+        for (double c : g_cwnd)
+        {
+            csv << "," << c;
+        }
+        csv << "\n";
+        Simulator::Schedule(Seconds(interval), &Sampler::Sample, this);
+    }
+};
 
 static void
 OnSojourn(Time t)
@@ -238,7 +299,8 @@ main(int argc, char* argv[])
 
     TrafficControlHelper tch;
     if (sc.policy == "dualpi2")
-        tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed));
+        tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed),
+                             "RecordPath", StringValue(sc.record));
     else if (sc.policy == "llm")
     {
         NS_ABORT_MSG_IF(sc.channel.empty(), "policy llm needs a channel");
@@ -320,8 +382,51 @@ main(int argc, char* argv[])
         }
     }
 
+    g_cwnd.assign(n, 0);
+    for (size_t i = 0; i < n; i++)
+    {
+        Simulator::Schedule(Seconds(sc.flows[i].startS + 0.001), &HookCwnd, i,
+                            senders.Get(i)->GetId());
+    }
+    Sampler sampler;
+    if (!sc.timeseries.empty())
+    {
+        sampler.csv.open(sc.timeseries);
+        NS_ABORT_MSG_IF(!sampler.csv, "cannot write " << sc.timeseries);
+        sampler.sinks = sinks;
+        sampler.lastRx.assign(n, 0);
+        sampler.qd = qd;
+        sampler.ours = ours;
+        sampler.interval = sc.intervalS;
+        sampler.csv << "time_s";
+        for (size_t i = 0; i < n; i++)
+            sampler.csv << ",tput_mbps_" << i;
+        sampler.csv << ",backlog_pkts";
+        if (ours)
+            sampler.csv << ",sent_c,sent_l,p_prime";
+        for (size_t i = 0; i < n; i++)
+            sampler.csv << ",cwnd_bytes_" << i;
+        sampler.csv << "\n";
+        Simulator::Schedule(Seconds(sc.intervalS), &Sampler::Sample, &sampler);
+    }
+
     Simulator::Stop(Seconds(sc.durationS));
     Simulator::Run();
+
+    if (!sc.sojourns.empty())
+    {
+        // u64 ns each; the top bit says L queue (dualpi2/llm only).
+        std::ofstream so(sc.sojourns, std::ios::binary);
+        for (unsigned q = 0; q < AQM_NQUEUES && ours; q++)
+            for (uint64_t v : ours->Sojourns(q))
+            {
+                uint64_t w = v | (static_cast<uint64_t>(q) << 63);
+                so.write(reinterpret_cast<const char*>(&w), sizeof(w));
+            }
+        if (!ours)
+            so.write(reinterpret_cast<const char*>(g_sojournAll.data()),
+                     static_cast<std::streamsize>(g_sojournAll.size() * sizeof(uint64_t)));
+    }
 
     // Metrics.
     std::vector<double> tput(n);
@@ -378,7 +483,8 @@ main(int argc, char* argv[])
             << ", \"verdicts_late\": " << c.verdicts_late
             << ", \"states_published\": " << c.states_published
             << ", \"states_lost\": " << c.states_lost
-            << ", \"verdict_timeouts\": " << ours->VerdictTimeouts();
+            << ", \"verdict_timeouts\": " << ours->VerdictTimeouts()
+            << ", \"recorded\": " << ours->Recorded();
     }
     else
     {
