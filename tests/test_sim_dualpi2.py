@@ -33,6 +33,9 @@ def test_dualpi2_keeps_l4s_near_the_step_and_classic_near_target() -> None:
     assert r["utilisation"] >= 0.95
     assert r["marks"][1] > 0 and r["drops_limit"] == [0, 0]
     assert all(f["throughput_mbps"] > 1 for f in r["flows"])
+    assert r["aggregate_mbps"] == pytest.approx(sum(f["throughput_mbps"] for f in r["flows"]))
+    dctcp, cubic = (f["throughput_mbps"] for f in r["flows"])
+    assert r["scalable_classic_ratio"] == pytest.approx(dctcp / cubic)
 
 
 @needs_ns3

@@ -71,6 +71,7 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
             raise RunError(f"aqm-sim failed ({sim.returncode}): {err.strip()[-2000:]}")
         result = json.loads(out.read_text())
     result["scenario"] = scenario.name
+    result.update(throughput_summary(result["flows"]))
     if policy == "llm":
         result["inference_latency_us"] = inference_latency_us
         result["model"] = model or "default"
@@ -85,6 +86,16 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
             p.timeseries(out_dir / "timeseries.csv", out_dir, title,
                          [f"{f.cc} {f.rtt_ms:g} ms" for f in scenario.flows])
     return result
+
+
+def throughput_summary(flows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Aggregate throughput, and scalable (DCTCP) over classic throughput."""
+    scalable = sum(f["throughput_mbps"] for f in flows if f["cc"] == "dctcp")
+    classic = sum(f["throughput_mbps"] for f in flows if f["cc"] != "dctcp")
+    n_s = sum(1 for f in flows if f["cc"] == "dctcp")
+    n_c = len(flows) - n_s
+    ratio = (scalable / n_s) / (classic / n_c) if n_s and n_c and classic > 0 else None
+    return {"aggregate_mbps": scalable + classic, "scalable_classic_ratio": ratio}
 
 
 def _start_daemon(channel: str, model: str | None, tmp: str,
