@@ -404,6 +404,27 @@ send_what_windows_allow(struct host *h, uint64_t now)
 
 /* -- modes ------------------------------------------------------------------ */
 
+/*
+ * The link and the clock, once per pass of a real-time loop: send when the
+ * link is free, tick every TICK_NS; returns when something is next due.
+ */
+static uint64_t
+serve_link(struct host *h, uint64_t now, uint64_t *next_tick)
+{
+	uint64_t t;
+
+	if (now >= h->link_free_ns)
+		host_transmit(h, now, NULL);
+	if (now >= *next_tick) {
+		aqm_tick(h->core, now);
+		*next_tick += TICK_NS;
+	}
+	t = *next_tick;
+	if (h->q[0].len + h->q[1].len != 0 && h->link_free_ns < t)
+		t = h->link_free_ns;
+	return (t);
+}
+
 static void
 run_flows(struct host *h, double duration_s)
 {
@@ -414,15 +435,7 @@ run_flows(struct host *h, double duration_s)
 	while (!stop_requested && (now = mono_ns()) < end) {
 		process_acks(h, now);
 		send_what_windows_allow(h, now);
-		if (now >= h->link_free_ns)
-			host_transmit(h, now, NULL);
-		if (now >= next_tick) {
-			aqm_tick(h->core, now);
-			next_tick += TICK_NS;
-		}
-		t = next_tick;
-		if (h->q[0].len + h->q[1].len != 0 && h->link_free_ns < t)
-			t = h->link_free_ns;
+		t = serve_link(h, now, &next_tick);
 		if (next_ack_ns(h) < t)
 			t = next_ack_ns(h);
 		sleep_until(t);
@@ -470,17 +483,9 @@ run_trace(struct host *h, const char *path, double duration_s)
 			host_enqueue(h, now, len, (uint8_t)ecn, UINT16_MAX);
 			have = trace_next(fp, path, &line, &t_rel, &len, &ecn);
 		}
-		if (now >= h->link_free_ns)
-			host_transmit(h, now, NULL);
-		if (now >= next_tick) {
-			aqm_tick(h->core, now);
-			next_tick += TICK_NS;
-		}
+		t = serve_link(h, now, &next_tick);
 		if (have == 0 && h->q[0].len + h->q[1].len == 0)
 			break;
-		t = next_tick;
-		if (h->q[0].len + h->q[1].len != 0 && h->link_free_ns < t)
-			t = h->link_free_ns;
 		if (have == 1 && start + t_rel < t)
 			t = start + t_rel;
 		sleep_until(t);
