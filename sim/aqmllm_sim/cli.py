@@ -47,8 +47,13 @@ def run_cmd(scenario: str, policy: str, out: Path | None, model: str | None,
 @cli.command()
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
 @click.option("--policies", default="dualpi2,pie,codel,fifo", show_default=True)
+@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ONNX model for the llm policy (default: aqmllmd's default model)")
+@click.option("--inference-latency-us", default=0, show_default=True,
+              help="llm: a verdict counts only for packets that stayed this long")
 @click.option("--json", "as_json", is_flag=True)
-def compare(scenario: str, policies: str, as_json: bool) -> None:
+def compare(scenario: str, policies: str, model: str | None, inference_latency_us: int,
+            as_json: bool) -> None:
     """Run SCENARIO under several policies and print a table."""
     sc = _scenario(scenario)
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -58,7 +63,7 @@ def compare(scenario: str, policies: str, as_json: bool) -> None:
     results = []
     for p in tqdm(names, desc=sc.name, disable=as_json):
         try:
-            results.append(run(sc, p))
+            results.append(run(sc, p, model=model, inference_latency_us=inference_latency_us))
         except RunError as e:
             raise click.ClickException(str(e)) from e
     if as_json:
