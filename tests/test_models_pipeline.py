@@ -1,0 +1,178 @@
+"""The models pipeline on a tiny random Llama: shapes, LoRA, training, distillation, export."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft")),
+    reason="the train extra (torch, transformers, peft) is not installed")
+
+from aqm_bridge.abi import STATE_DTYPE  # noqa: E402
+from aqmllmd import features  # noqa: E402
+
+
+def synthetic_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Dataset columns (sim/DATASET.md) whose actions depend on the state."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, np.ndarray] = {}
+    s = np.zeros(n, STATE_DTYPE)
+    s["seq"] = np.arange(n)
+    s["ts_ns"] = np.arange(n) * 100_000
+    s["queue"] = rng.integers(0, 2, n)
+    s["ecn"] = np.where(s["queue"] == 1, 1, rng.choice([0, 2], n))
+    s["len"] = 1500
+    s["sojourn_ns"] = rng.integers(0, 30_000_000, (n, 2))
+    s["deadline_ns"] = s["ts_ns"] + s["sojourn_ns"][:, 0]
+    s["backlog_bytes"] = s["sojourn_ns"] // 1000
+    for name in STATE_DTYPE.names:
+        cols[name] = s[name]
+    long_wait = s["sojourn_ns"][np.arange(n), s["queue"]] > 20_000_000
+    cols["action"] = np.where(long_wait, np.where(s["queue"] == 1, 2, 1), 0).astype(np.uint8)
+    cols["packet_sojourn_ns"] = s["sojourn_ns"][:, 0].astype(np.int64)
+    return cols
+
+
+@pytest.fixture(scope="module")
+def steps():  # noqa: ANN201
+    from aqmllm_models.data import from_columns
+
+    return from_columns(synthetic_columns(600), [300, 300])
+
+
+def test_steps_from_columns(steps) -> None:  # noqa: ANN001
+    from aqmllm_models.data import GAMMA, windows
+
+    assert steps.features.shape == (600, features.N_FEATURES)
+    assert list(steps.run_starts) == [0, 300]
+    end = 299
+    assert steps.returns[end] == pytest.approx(steps.rewards[end])
+    assert steps.returns[10] == pytest.approx(steps.rewards[10] + GAMMA * steps.returns[11])
+    w = windows(steps, 8)
+    assert len(w) == 2 * (300 - 7) and not np.any((w < 300) & (w + 7 >= 300))
+
+
+def model_for(steps):  # noqa: ANN001, ANN201
+    import torch
+
+    from aqmllm_models.teacher import L4SLM, tiny_llama, with_lora
+
+    torch.manual_seed(0)
+    return L4SLM(with_lora(tiny_llama(64)), 64, torch.tensor(steps.features.mean(0)),
+                 torch.tensor(steps.features.std(0)))
+
+
+def test_teacher_gives_one_distribution_per_step(steps) -> None:  # noqa: ANN001
+    import torch
+
+    model = model_for(steps)
+    x = torch.from_numpy(steps.features[:16].reshape(2, 8, -1))
+    logits = model(torch.zeros(2, 8), x, torch.full((2, 8), 3))
+    assert logits.shape == (2, 8, 3)
+    probs = torch.softmax(logits, -1)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 8))
+
+
+def test_lora_trains_adapters_and_keeps_the_backbone_frozen(steps) -> None:  # noqa: ANN001
+    from aqmllm_models.train import train_teacher
+
+    model = model_for(steps)
+    frozen = {n: p.detach().clone() for n, p in model.backbone.named_parameters()
+              if "lora_" not in n}
+    lora = {n: p.detach().clone() for n, p in model.backbone.named_parameters()
+            if "lora_B" in n}
+    assert frozen and lora
+    assert not any(p.requires_grad for n, p in model.backbone.named_parameters()
+                   if "lora_" not in n)
+    train_teacher(model, steps, k=8, max_steps=3, progress=False)
+    for n, p in model.backbone.named_parameters():
+        if n in frozen:
+            assert torch_equal(p, frozen[n]), n
+    assert any(not torch_equal(p, lora[n]) for n, p in model.backbone.named_parameters()
+               if n in lora)
+
+
+def torch_equal(a, b) -> bool:  # noqa: ANN001
+    import torch
+
+    return bool(torch.equal(a.detach(), b))
+
+
+def test_training_reduces_the_loss(steps) -> None:  # noqa: ANN001
+    from aqmllm_models.train import train_teacher
+
+    model = model_for(steps)
+    r = train_teacher(model, steps, k=8, epochs=3, lr=3e-3, batch=32, progress=False)
+    assert r["last_loss"] < 0.7 * r["first_loss"], r
+
+
+def test_adapters_save_and_load_the_hugging_face_way(steps, tmp_path: Path) -> None:  # noqa: ANN001
+    import torch
+    from peft import PeftModel
+
+    from aqmllm_models.teacher import tiny_llama
+
+    model = model_for(steps)
+    model.backbone.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    torch.manual_seed(0)
+    base = tiny_llama(64)  # the same seed gives the same base weights
+    restored = PeftModel.from_pretrained(base, tmp_path / "adapter")
+    emb = torch.randn(1, 6, 64)
+    with torch.no_grad():
+        a = model.backbone(inputs_embeds=emb).last_hidden_state
+        b = restored(inputs_embeds=emb).last_hidden_state
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_distilled_student_exports_to_the_daemon_contract(steps, tmp_path: Path) -> None:  # noqa: ANN001
+    from aqmllm_models.student import Student, distill, export
+    from aqmllm_models.train import teacher_probs
+
+    teacher = model_for(steps)
+    probs, idx = teacher_probs(teacher, steps, k=8)
+    x = steps.features[idx]
+    student = Student(steps.features.mean(0), steps.features.std(0))
+    history = distill(student, x, probs, epochs=15)
+    assert history[-1] < history[0]
+    r = export(student, tmp_path / "student.onnx", "test export", x[:200])
+    assert r["max_abs_diff"] < 1e-4
+
+
+def test_classification_report() -> None:
+    from aqmllm_models.train import classification_report
+
+    rep = classification_report(np.array([0, 0, 1, 2, 2, 0]), np.array([0, 1, 1, 2, 0, 0]))
+    assert rep["recall"] == {"enqueue": 2 / 3, "drop": 0.5, "mark": 1.0}
+    assert 0 < rep["macro_f1"] < 1
+
+
+def test_train_cli_end_to_end(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from aqmllm_models.cli import cli
+    from aqmllm_sim.dataset import ROW_DTYPE, save_npz
+
+    cols = synthetic_columns(400)
+    rows = np.zeros(400, ROW_DTYPE)
+    for name in STATE_DTYPE.names:
+        rows["state"][name] = cols[name]
+    rows["dequeue_ns"] = cols["ts_ns"] + cols["packet_sojourn_ns"].astype(np.uint64)
+    rows["action"] = cols["action"]
+    data = save_npz(rows, tmp_path / "d.npz", {"runs": [{"seed": 1, "recorded": 400}]})
+    run = CliRunner().invoke
+    r = run(cli, ["teacher", str(data), "--tiny", "--max-steps", "5", "--out",
+                  str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    r = run(cli, ["distill", str(data), str(tmp_path / "t"), "--tiny", "--epochs", "3",
+                  "--out", str(tmp_path / "s.onnx")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["max_abs_diff"] < 1e-4
+    r = run(cli, ["evaluate", str(data), str(tmp_path / "s.onnx")])
+    assert r.exit_code == 0 and "macro_f1" in r.output
