@@ -176,3 +176,33 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert json.loads(r.output.strip().splitlines()[-1])["max_abs_diff"] < 1e-4
     r = run(cli, ["evaluate", str(data), str(tmp_path / "s.onnx")])
     assert r.exit_code == 0 and "macro_f1" in r.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ns3") is None, reason="needs the sim extra")
+def test_dagger_and_int8_quantisation(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from aqmllm_models.cli import cli
+    from aqmllm_sim.cli import cli as sim_cli
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('name = "s"\nrate_mbps = 10\nduration_s = 2\n'
+                        '[[flows]]\ncc = "dctcp"\n[[flows]]\ncc = "cubic"\n')
+    run = CliRunner().invoke
+    data = tmp_path / "d.npz"
+    assert run(sim_cli, ["record", str(scenario), "--out", str(data)]).exit_code == 0
+    r = run(cli, ["teacher", str(data), "--tiny", "--max-steps", "5", "--out",
+                  str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    r = run(cli, ["dagger", str(scenario), str(data), str(tmp_path / "t"), "--tiny",
+                  "--rounds", "1", "--out", str(tmp_path / "s.onnx")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["rounds"][0]["visited"] > 0  # the student drove the simulator
+    r = run(cli, ["quantize", str(tmp_path / "s.onnx"), str(data), "--out",
+                  str(tmp_path / "q.onnx")])
+    assert r.exit_code == 0, r.output
+    q = json.loads(r.output.strip().splitlines()[-1])
+    assert q["argmax_agreement"] > 0.9 and q["bytes"]["int8"] < q["bytes"]["float"]

@@ -47,7 +47,7 @@ def test_record_writes_the_documented_dataset(tmp_path: Path) -> None:
 
 
 def test_recording_is_refused_for_other_policies(tmp_path: Path) -> None:
-    with pytest.raises(RunError, match="dualpi2"):
+    with pytest.raises(RunError, match="core's policies"):
         run(parse(TINY), "fifo", record=tmp_path / "x.bin")
 
 
@@ -66,3 +66,12 @@ def test_sweep_runs_everything_in_parallel(tmp_path: Path) -> None:
     assert [(r["scenario"], r["policy"]) for r in results] == [
         ("tiny", "dualpi2"), ("tiny", "fifo"), ("tiny2", "dualpi2"), ("tiny2", "fifo")]
     assert (tmp_path / "tiny2" / "fifo" / "result.json").is_file()
+
+
+def test_recording_under_the_model_in_the_loop(tmp_path: Path) -> None:
+    from aqmllm_sim.dataset import load_rows
+
+    r = run(parse(TINY), "llm", record=tmp_path / "rows.bin")
+    rows = load_rows(tmp_path / "rows.bin")
+    assert r["recorded"] == len(rows) > 1000
+    assert (rows["source"] == 1).mean() > 0.99  # the model decided them

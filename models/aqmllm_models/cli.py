@@ -120,19 +120,12 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
 def distill(dataset: str, teacher_dir: Path, backbone: str | None, tiny: bool,
             target_return_quantile: float, out: Path, epochs: int) -> None:
     """Distil the teacher into the student on recorded states; export it to ONNX."""
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     from .student import Student, export
     from .student import distill as run_distill
     from .train import teacher_probs
 
     steps = _steps(dataset)
-    model = _teacher(steps, backbone, tiny)
-    set_peft_model_state_dict(model.backbone,
-                              load_file(teacher_dir / "adapter" / "adapter_model.safetensors"))
-    model.load_state_dict(torch.load(teacher_dir / "heads.pt"), strict=False)
+    model = _load_teacher(steps, teacher_dir, backbone, tiny)
     target = float(np.quantile(steps.returns, target_return_quantile))
     t0 = time.perf_counter()
     probs, idx = teacher_probs(model, steps, target_return=target)
@@ -144,6 +137,101 @@ def distill(dataset: str, teacher_dir: Path, backbone: str | None, tiny: bool,
                     f"{teacher_dir}, conditioned on return {target:.2f}", held)
     click.echo(json.dumps({"kl_first": history[0], "kl_last": history[-1], **parity,
                            "seconds": time.perf_counter() - t0, "out": str(out)}))
+
+
+def _load_teacher(steps, teacher_dir: Path, backbone: str | None, tiny: bool):  # noqa: ANN001, ANN202
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model = _teacher(steps, backbone, tiny)
+    set_peft_model_state_dict(model.backbone,
+                              load_file(teacher_dir / "adapter" / "adapter_model.safetensors"))
+    model.load_state_dict(torch.load(teacher_dir / "heads.pt"), strict=False)
+    return model
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
+@click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--backbone", default=None)
+@click.option("--tiny", is_flag=True)
+@click.option("--rounds", default=2, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def dagger(scenario: str, dataset: str, teacher_dir: Path, backbone: str | None, tiny: bool,
+           rounds: int, out: Path) -> None:
+    """DAgger: the student drives the simulator, the teacher labels where it went.
+
+    Round 0 distils on DATASET; each round then runs SCENARIO on ns-3 with the current
+    student served by aqmllmd (policy llm), records the states it visited, has the
+    teacher label them, and distils again on everything gathered."""
+    import dataclasses
+    import tempfile
+
+    from aqmllm_sim.dataset import flatten, load_rows
+    from aqmllm_sim.runner import run
+    from aqmllm_sim.scenario import load as load_scenario
+
+    from .data import from_columns
+    from .student import Student, export
+    from .student import distill as run_distill
+    from .train import teacher_probs
+
+    steps = _steps(dataset)
+    teacher = _load_teacher(steps, teacher_dir, backbone, tiny)
+    target = float(np.quantile(steps.returns, 0.9))
+    probs, idx = teacher_probs(teacher, steps, target_return=target)
+    xs, ps = [steps.features[idx]], [probs]
+    student = Student(steps.features.mean(0), steps.features.std(0))
+    sc = load_scenario(scenario)
+    log = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(rounds + 1):
+            run_distill(student, np.concatenate(xs), np.concatenate(ps), epochs=10)
+            export(student, out, f"AQM-LLM student after DAgger round {rnd}",
+                   np.concatenate(xs)[-500:])
+            if rnd == rounds:
+                break
+            rows_path = Path(tmp, f"round-{rnd}.bin")
+            r = run(dataclasses.replace(sc, seed=rnd + 1), "llm", model=str(out),
+                    record=rows_path)
+            rows = load_rows(rows_path)
+            visited = from_columns(flatten(rows), [len(rows)])
+            p, i = teacher_probs(teacher, visited, target_return=target)
+            xs.append(visited.features[i])
+            ps.append(p)
+            log.append({"round": rnd, "visited": len(rows), "utilisation": r["utilisation"],
+                        "l_p99_ms": r["sojourn_ms_l"]["p99"], "c_p99_ms": r["sojourn_ms_c"]["p99"]})
+            click.echo(json.dumps(log[-1]))
+    click.echo(json.dumps({"out": str(out), "states": int(sum(len(x) for x in xs)),
+                           "rounds": log}))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def quantize(model: Path, dataset: str, out: Path) -> None:
+    """int8 dynamic quantisation, with its parity and quality on the dataset's states."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from aqmllmd.model import load as load_for_serving
+
+    quantize_dynamic(str(model), str(out), weight_type=QuantType.QInt8)
+    q = onnx.load(str(out))
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    onnx.helper.set_model_props(q, {**meta, "aqmllm.version": meta.get("aqmllm.version", "")
+                                    + "-int8"})
+    onnx.save(q, str(out))
+    out.chmod(0o644)
+    x = _steps(dataset).features
+    a, b = load_for_serving(model).run(x), load_for_serving(out).run(x)
+    click.echo(json.dumps({
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+        "bytes": {"float": model.stat().st_size, "int8": out.stat().st_size}}))
 
 
 @cli.command()

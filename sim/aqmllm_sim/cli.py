@@ -87,8 +87,12 @@ def _row(r: dict) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="dataset file (.npz)")
 @click.option("--seeds", default="1", show_default=True, help="comma-separated run seeds")
-def record(scenario: str, out: Path, seeds: str) -> None:
-    """Record every packet's state, action and outcome under DualPI2 (sim/DATASET.md)."""
+@click.option("--policy", type=click.Choice(["dualpi2", "llm"]), default="dualpi2",
+              show_default=True, help="the behaviour policy")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ONNX model for --policy llm")
+def record(scenario: str, out: Path, seeds: str, policy: str, model: str | None) -> None:
+    """Record every packet's state, action and outcome (sim/DATASET.md)."""
     import dataclasses
     import tempfile
 
@@ -102,8 +106,8 @@ def record(scenario: str, out: Path, seeds: str) -> None:
         for seed in tqdm([int(s) for s in seeds.split(",")], desc="record"):
             rows_path = Path(tmp, f"rows-{seed}.bin")
             try:
-                r = run(dataclasses.replace(sc, seed=seed), "dualpi2", Path(tmp, f"run-{seed}"),
-                        record=rows_path, plots=False)
+                r = run(dataclasses.replace(sc, seed=seed), policy, Path(tmp, f"run-{seed}"),
+                        model=model, record=rows_path, plots=False)
             except RunError as e:
                 raise click.ClickException(str(e)) from e
             parts.append(load_rows(rows_path))
@@ -111,8 +115,8 @@ def record(scenario: str, out: Path, seeds: str) -> None:
                          "utilisation": r["utilisation"]})
         rows = np.concatenate(parts)
         last = Path(tmp, f"run-{runs[-1]['seed']}", "timeseries.csv")
-        save_npz(rows, out, {"scenario": sc.name, "behaviour_policy": "dualpi2",
-                             "runs": runs}, timeseries=last)
+        save_npz(rows, out, {"scenario": sc.name, "behaviour_policy": policy,
+                             "model": model, "runs": runs}, timeseries=last)
     click.echo(f"{len(rows)} rows from {len(runs)} run(s) -> {out}")
 
 

@@ -49,9 +49,8 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
         config += (f"timeseries {out_dir / 'timeseries.csv'}\n"
                    f"sojourns {out_dir / 'sojourns.bin'}\n")
     if record is not None:
-        if policy != "dualpi2":
-            raise RunError("recording is for the dualpi2 policy (with llm, aqmllmd reads "
-                           "the states)")
+        if policy not in ("dualpi2", "llm"):
+            raise RunError(f"recording is for the core's policies (dualpi2, llm), not {policy}")
         config += f"record {Path(record).resolve()}\n"
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp, "scenario.txt"), Path(tmp, "result.json")

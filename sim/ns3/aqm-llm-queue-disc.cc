@@ -156,6 +156,11 @@ AqmLlmQueueDisc::InitializeParams()
     if (!m_channel.empty())
     {
         OpenChannel();
+        if (!m_recordPath.empty())
+        {
+            m_record = fopen(m_recordPath.c_str(), "wb");
+            NS_ABORT_MSG_IF(m_record == nullptr, "cannot write " << m_recordPath);
+        }
     }
     else if (!m_recordPath.empty())
     {
@@ -237,7 +242,10 @@ AqmLlmQueueDisc::DoDispose()
     }
     if (m_record != nullptr)
     {
-        aqm_detach(m_core);
+        if (m_region == nullptr)
+        {
+            aqm_detach(m_core);
+        }
         fclose(m_record);
         m_record = nullptr;
     }
@@ -250,6 +258,7 @@ AqmLlmQueueDisc::DoEnqueue(Ptr<QueueDiscItem> item)
     uint8_t tos = 0;
     uint8_t ecn = item->GetUint8Value(QueueItem::IP_DSFIELD, tos) ? (tos & 3) : 0;
     struct aqm_pkt pkt;
+    uint64_t publishedBefore = m_core->cnt.states_published;
     if (aqm_enqueue(m_core, Now(), item->GetSize(), ecn, &pkt) == AQM_V_DROP)
     {
         DropBeforeEnqueue(item, "limit");
@@ -257,11 +266,19 @@ AqmLlmQueueDisc::DoEnqueue(Ptr<QueueDiscItem> item)
     }
     GetInternalQueue(pkt.queue)->Enqueue(item);
     m_meta[pkt.queue].push_back(pkt);
+    if (m_record != nullptr && m_region != nullptr &&
+        m_core->cnt.states_published > publishedBefore)
+    {
+        // With aqmllmd reading the ring, keep our own copy of the record we
+        // just published (we wrote it; the daemon only reads it).
+        const struct aqm_chan* ch = &m_core->chan;
+        m_pending[pkt.seq] = ch->states[(ch->state_prod - 1) & ch->state_mask];
+    }
     if (m_region != nullptr && m_core->chan_attached)
     {
         WaitForVerdict(pkt.seq);
     }
-    if (m_record != nullptr)
+    if (m_record != nullptr && m_region == nullptr)
     {
         struct aqm_state_rec s;
         while (aqm_state_pop_batch(&m_recordChan, &s, 1) == 1)

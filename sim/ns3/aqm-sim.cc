@@ -306,7 +306,8 @@ main(int argc, char* argv[])
         NS_ABORT_MSG_IF(sc.channel.empty(), "policy llm needs a channel");
         tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed), "Channel",
                              StringValue(sc.channel), "InferenceLatencyUs",
-                             UintegerValue(sc.llmLatencyUs));
+                             UintegerValue(sc.llmLatencyUs), "RecordPath",
+                             StringValue(sc.record));
     }
     else if (sc.policy == "fifo")
         tch.SetRootQueueDisc("ns3::FifoQueueDisc", "MaxSize", StringValue("1000p"));
