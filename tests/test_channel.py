@@ -1,4 +1,7 @@
-"""The channel: ABI agreement, ring wrap-around, overflow, validation of hostile regions."""
+"""The channel: ring wrap-around, overflow, hostile regions refused, the mailbox.
+
+The ABI agreement of the Python side with the compiled library is tests/test_abi.py.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aqm_bridge._ffi import abi_table
 from aqm_bridge.abi import (
     IDX_STATE_CONS,
     IDX_STATE_PROD,
     IDX_VERDICT_CONS,
     IDX_VERDICT_PROD,
-    STATE_DTYPE,
-    VERDICT_DTYPE,
 )
 from aqm_bridge.channel import ChannelError, Region
 from aqm_bridge.core import ECN_ECT0, ECN_ECT1, QUEUE_L, SOURCE_FALLBACK, SOURCE_MODEL, Core
@@ -37,28 +37,6 @@ def region() -> Iterator[Region]:
         yield r
     finally:
         r.close(unlink=True)
-
-
-class TestAbi:
-    def test_numpy_dtypes_match_the_compiled_structs(self) -> None:
-        abi = abi_table()
-        assert STATE_DTYPE.itemsize == abi["sizeof.aqm_state_rec"]
-        assert VERDICT_DTYPE.itemsize == abi["sizeof.aqm_verdict_rec"]
-        for dtype, struct in ((STATE_DTYPE, "aqm_state_rec"), (VERDICT_DTYPE, "aqm_verdict_rec")):
-            for field in dtype.names:
-                assert dtype.fields[field][1] == abi[f"{struct}.{field}"], field
-
-    def test_cffi_declarations_match_the_compiled_structs(self) -> None:
-        from aqm_bridge._ffi import ffi
-
-        abi = abi_table()
-        for struct in ("aqm_params", "aqm_counters", "aqm_pkt"):
-            assert ffi.sizeof(f"struct {struct}") == abi[f"sizeof.{struct}"], struct
-
-    def test_region_header_fields(self, region: Region) -> None:
-        raw = np.frombuffer(Path(region.path).read_bytes()[:64], dtype="<u4")
-        assert raw[0] == 0x4C4D5141 and raw[1] == 1  # magic "AQML", ABI 1
-        assert list(raw[3:7]) == [80, 16, 64, 64]  # record sizes, ring sizes
 
 
 class TestSharedMemory:
@@ -168,6 +146,22 @@ class TestHostileRegions:
         os.truncate(region.path, 1000)
         with pytest.raises(ChannelError, match="powers|small"):
             Region.open(region.path)
+
+    @pytest.mark.parametrize("size", [100, 703])
+    def test_a_region_smaller_than_its_header_is_refused(self, region: Region,
+                                                         size: int) -> None:
+        os.truncate(region.path, size)
+        with pytest.raises(ChannelError, match="too small"):
+            Region.open(region.path)
+
+    def test_core_refuses_a_mapping_smaller_than_the_header_claims(
+            self, region: Region) -> None:
+        class Short:
+            address, size = region.address, region.size - 1
+
+        with pytest.raises(ValueError, match="refused"):
+            Core(seed=4).attach(Short())
+        Core(seed=4).attach(region)  # the whole mapping is fine
 
     def test_an_empty_file_is_refused(self, tmp_path: Path) -> None:
         empty = tmp_path / "empty"

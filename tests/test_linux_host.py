@@ -35,6 +35,34 @@ def test_responsive_flows_get_l4s_isolation() -> None:
     assert rep["step_marks"] > 0 and rep["model_share"] == 0
 
 
+@pytest.mark.parametrize("arrivals", [["--arrivals", "poisson"],
+                                      ["--arrivals", "onoff", "--on-ms", "5", "--off-ms", "5"]])
+def test_open_loop_overload_saturates_the_link_with_the_asked_mix(arrivals: list[str]) -> None:
+    r = run("--no-channel", "--load", "1.1", "--rate-mbps", "20", "--duration", "2",
+            "--mix", "0.6,0.2,0.2", "--seed", "3", *arrivals, "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert 1.0 < rep["offered_mbps"] / rep["link_mbps"] < 1.25
+    assert rep["delivered_mbps"] > 0.9 * rep["link_mbps"]
+    offered = [a + b for a, b in zip(rep["pkts_in"], rep["drops_limit"], strict=True)]
+    assert 0.5 < offered[1] / sum(offered) < 0.7  # ECT(1) share goes to L
+    # Unresponsive traffic at 110 %: DualPI2 has to drop classic packets.
+    assert rep["drops_fallback"][0] > 0 and rep["p_prime"] > 0.05
+    assert rep["decisions"] + sum(rep["queued_at_end"]) == sum(rep["pkts_in"])
+    assert rep["fallback_share"] == 1.0 and rep["model_share"] == 0
+
+
+def test_open_loop_light_load_keeps_queues_short() -> None:
+    r = run("--no-channel", "--load", "0.5", "--rate-mbps", "20", "--duration", "2",
+            "--mix", "1,1,1", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert 0.4 < rep["offered_mbps"] / rep["link_mbps"] < 0.6
+    assert rep["delivered_mbps"] == pytest.approx(rep["offered_mbps"], rel=0.05)
+    assert sum(rep["drops_fallback"]) + sum(rep["drops_limit"]) == 0
+    assert rep["sojourn_ms_c"]["p50"] < 2 and rep["sojourn_ms_l"]["p50"] < 2
+
+
 def test_trace_replay_decides_every_packet(tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
     trace.write_text("".join(f"{i * 50_000} {1500 if i % 3 else 64} {i % 4}\n"
@@ -62,7 +90,10 @@ def test_missing_trace_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--rate-mbps", "fast"], ["--duration", "-1"],
-                                  ["--shm", "a/b"], ["--bogus"], ["extra"]])
+                                  ["--shm", "a/b"], ["--bogus"], ["extra"],
+                                  ["--load", "0"], ["--arrivals", "burst"],
+                                  ["--mix", "1,1"], ["--mix", "0,0,0"], ["--mix", "1,-1,1"],
+                                  ["--load", "1", "--stress", "10"]])
 def test_bad_arguments_are_refused(args: list[str]) -> None:
     r = run(*args)
     assert r.returncode == 2 and r.stderr

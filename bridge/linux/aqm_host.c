@@ -6,10 +6,13 @@
  * The same core as the FreeBSD module drives a bottleneck link emulated in
  * real time on CLOCK_MONOTONIC, with its channel region in a POSIX
  * shared-memory object (mode 0600) so that aqmllmd runs as a separate
- * process exactly as it does against /dev/aqm_llm.  The load is either
+ * process exactly as it does against /dev/aqm_llm.  The load is one of:
  * synthetic responsive flows (scalable ones that react to each mark, as
  * DCTCP does, and classic ones that halve once per round trip, as Reno
- * does), a packet trace, or, with --stress, packets as fast as possible.
+ * does); with --load, open-loop synthetic arrivals (Poisson or on/off, a
+ * given share of ECT(1), ECT(0) and Not-ECT packets, offered at a fraction
+ * of the link rate); a packet trace; or, with --stress, packets as fast as
+ * possible.
  *
  * The host never waits for the daemon: a verdict that is not there when a
  * packet leaves is DualPI2's to give.
@@ -41,6 +44,15 @@
 #define SPIN_NS		20000ull
 
 enum flow_kind { FLOW_L4S, FLOW_CLASSIC_ECN, FLOW_CLASSIC };
+
+/* The open-loop generator (--load). */
+struct openloop {
+	double	 load;			/* offered / link rate */
+	int	 onoff;			/* 0 Poisson, 1 on/off */
+	double	 on_ns, off_ns;		/* mean period lengths (on/off) */
+	double	 share[3];		/* ECT(1), ECT(0), Not-ECT; sum 1 */
+	uint32_t pkt_len;
+};
 
 struct ack {
 	uint64_t at_ns;
@@ -88,6 +100,7 @@ struct host {
 	double	 rate_bps;		/* link, bits/s */
 	uint64_t link_free_ns;
 	uint64_t bytes_sent;
+	uint64_t bytes_offered;		/* accepted or not */
 	struct samples soj[AQM_NQUEUES];
 	uint64_t rng;
 	FILE	*stress_log;
@@ -319,6 +332,7 @@ host_enqueue(struct host *h, uint64_t now, uint32_t len, uint8_t ecn,
 {
 	struct hpkt p;
 
+	h->bytes_offered += len;
 	if (aqm_enqueue(h->core, now, len, ecn, &p.meta) == AQM_V_DROP)
 		return (-1);
 	p.flow = flow;
@@ -440,6 +454,91 @@ run_flows(struct host *h, double duration_s)
 			t = next_ack_ns(h);
 		sleep_until(t);
 	}
+}
+
+/* An exponential variate of mean m. */
+static double
+expo(struct host *h, double m)
+{
+
+	return (-m * log(1.0 - uniform(h)));
+}
+
+static uint8_t
+openloop_ecn(struct host *h, const struct openloop *o)
+{
+	double u = uniform(h);
+
+	if (u < o->share[0])
+		return (AQM_ECN_ECT1);
+	if (u < o->share[0] + o->share[1])
+		return (AQM_ECN_ECT0);
+	return (AQM_ECN_NOT_ECT);
+}
+
+/*
+ * Open-loop arrivals offering o->load times the link rate on average:
+ * Poisson, or on/off (exponential on and off periods, Poisson arrivals
+ * while on, at the rate that gives the same mean).  Nothing reacts to marks
+ * or drops, so a load above 1 fills the queues until DualPI2's overload
+ * drops or the limits hold them.
+ */
+static void
+run_openloop(struct host *h, const struct openloop *o, double duration_s)
+{
+	double gap_ns, on_gap_ns;
+	uint64_t start, end, now, next_tick, next, t, on_until = 0;
+
+	/* Mean gap between packets at the offered rate. */
+	gap_ns = (double)o->pkt_len * 8e9 / (h->rate_bps * o->load);
+	on_gap_ns = o->onoff ? gap_ns * o->on_ns / (o->on_ns + o->off_ns) :
+	    gap_ns;
+	start = mono_ns();
+	end = start + (uint64_t)(duration_s * 1e9);
+	next_tick = start + TICK_NS;
+	if (o->onoff)
+		on_until = start + (uint64_t)expo(h, o->on_ns);
+	next = start + (uint64_t)expo(h, on_gap_ns);
+	while (!stop_requested && (now = mono_ns()) < end) {
+		while (next <= now) {
+			if (o->onoff && next >= on_until) {
+				/* This burst is over: skip an off period. */
+				next = on_until + (uint64_t)expo(h, o->off_ns);
+				on_until = next + (uint64_t)expo(h, o->on_ns);
+				continue;
+			}
+			host_enqueue(h, now, o->pkt_len, openloop_ecn(h, o),
+			    UINT16_MAX);
+			next += (uint64_t)expo(h, on_gap_ns) + 1;
+		}
+		t = serve_link(h, now, &next_tick);
+		if (next < t)
+			t = next;
+		sleep_until(t);
+	}
+}
+
+/* "a,b,c": the ECT(1), ECT(0), Not-ECT shares, normalised to sum 1. */
+static int
+parse_mix(const char *s, double share[3])
+{
+	char *end;
+	double sum = 0;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		share[i] = strtod(s, &end);
+		if (end == s || !(share[i] >= 0 && share[i] <= 1e6) ||
+		    *end != (i < 2 ? ',' : '\0'))
+			return (-1);
+		sum += share[i];
+		s = end + 1;
+	}
+	if (!(sum > 0))
+		return (-1);
+	for (i = 0; i < 3; i++)
+		share[i] /= sum;
+	return (0);
 }
 
 /* One trace line: 1 read, 0 at the end, -1 a bad line (said on stderr). */
@@ -592,8 +691,9 @@ print_report(struct host *h, int json, double wall_s)
 		qsort(h->soj[i].v, h->soj[i].n < SOJOURN_CAP ? h->soj[i].n :
 		    SOJOURN_CAP, sizeof(uint32_t), cmp_u32);
 	if (!json) {
-		printf("aqm-host: %.1f s, %.1f Mbit/s delivered of %.1f\n",
-		    wall_s, h->bytes_sent * 8 / wall_s / 1e6, h->rate_bps / 1e6);
+		printf("aqm-host: %.1f s, %.1f Mbit/s offered, %.1f delivered "
+		    "of %.1f\n", wall_s, h->bytes_offered * 8 / wall_s / 1e6,
+		    h->bytes_sent * 8 / wall_s / 1e6, h->rate_bps / 1e6);
 		printf("  decisions: %" PRIu64 " (model %.1f%%, DualPI2 "
 		    "%.1f%%)\n", decided, 100 * model_share,
 		    100 * (1 - model_share));
@@ -614,11 +714,15 @@ print_report(struct host *h, int json, double wall_s)
 		return;
 	}
 	printf("{\"wall_s\": %.3f, \"link_mbps\": %.3f, "
+	    "\"offered_mbps\": %.3f, "
 	    "\"delivered_mbps\": %.3f, \"queued_at_end\": [%u, %u], "
 	    "\"decisions\": %" PRIu64 ", "
-	    "\"model_share\": %.6f, \"p_prime\": %.6f",
-	    wall_s, h->rate_bps / 1e6, h->bytes_sent * 8 / wall_s / 1e6,
+	    "\"model_share\": %.6f, \"fallback_share\": %.6f, "
+	    "\"p_prime\": %.6f",
+	    wall_s, h->rate_bps / 1e6, h->bytes_offered * 8 / wall_s / 1e6,
+	    h->bytes_sent * 8 / wall_s / 1e6,
 	    h->q[0].len, h->q[1].len, decided, model_share,
+	    decided ? 1 - model_share : 0,
 	    aqm_prob_base(h->core) / 4294967295.0);
 	for (i = 0; i < 2; i++)
 		printf(", \"sojourn_ms_%s\": {\"p50\": %.4f, \"p90\": %.4f, "
@@ -648,7 +752,10 @@ usage(void)
 	fprintf(stderr,
 	    "usage: aqm-host [--shm NAME | --no-channel] [--rate-mbps R]\n"
 	    "         [--duration S] [--rtt-ms MS] [--l4s N] [--classic-ecn N]\n"
-	    "         [--classic N] [--trace FILE] [--stress NPKTS]\n"
+	    "         [--classic N]\n"
+	    "         [--load F [--arrivals poisson|onoff] [--on-ms MS]\n"
+	    "          [--off-ms MS] [--mix ECT1,ECT0,NOTECT] [--pkt-len N]]\n"
+	    "         [--trace FILE] [--stress NPKTS]\n"
 	    "         [--stress-log FILE] [--pps N] [--backlog N]\n"
 	    "         [--wait-consumer S]\n"
 	    "         [--state-ring N] [--verdict-ring N] [--keep-shm]\n"
@@ -693,10 +800,17 @@ main(int argc, char **argv)
 		{ "keep-shm", no_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 'z' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "load", required_argument, NULL, 'O' },
+		{ "arrivals", required_argument, NULL, 'A' },
+		{ "on-ms", required_argument, NULL, 'N' },
+		{ "off-ms", required_argument, NULL, 'F' },
+		{ "mix", required_argument, NULL, 'M' },
+		{ "pkt-len", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct host h;
+	struct openloop ol = { 0, 0, 10e6, 10e6, { 0.5, 0.25, 0.25 }, 1500 };
 	const char *shm = "aqm_llm", *trace = NULL, *stress_log = NULL;
 	double duration = 5, rtt_ms = 20, wait_s = 0, pps = 0, wall;
 	uint64_t stress = 0, start;
@@ -737,12 +851,44 @@ main(int argc, char **argv)
 		case 'z': h.rng = (uint64_t)num_arg("seed", optarg, 0,
 		    1e18) | 1; break;
 		case 'j': json = 1; break;
+		case 'O': ol.load = num_arg("load", optarg, 0.001, 100);
+		    break;
+		case 'A':
+			if (strcmp(optarg, "poisson") == 0)
+				ol.onoff = 0;
+			else if (strcmp(optarg, "onoff") == 0)
+				ol.onoff = 1;
+			else {
+				fprintf(stderr, "aqm-host: --arrivals %s: want "
+				    "poisson or onoff\n", optarg);
+				exit(2);
+			}
+			break;
+		case 'N': ol.on_ns = num_arg("on-ms", optarg, 0.01, 1e6) *
+		    1e6; break;
+		case 'F': ol.off_ns = num_arg("off-ms", optarg, 0.01, 1e6) *
+		    1e6; break;
+		case 'M':
+			if (parse_mix(optarg, ol.share) != 0) {
+				fprintf(stderr, "aqm-host: --mix %s: want three "
+				    "shares ECT1,ECT0,NOTECT, not all 0\n",
+				    optarg);
+				exit(2);
+			}
+			break;
+		case 'P': ol.pkt_len = (uint32_t)num_arg("pkt-len", optarg,
+		    40, 65535); break;
 		default: usage();
 		}
 	}
 	if (optind != argc || strlen(shm) == 0 || strlen(shm) > 100 ||
 	    strchr(shm, '/') != NULL)
 		usage();
+	if ((ol.load > 0) + (trace != NULL) + (stress != 0) > 1) {
+		fprintf(stderr, "aqm-host: --load, --trace and --stress are "
+		    "different loads: pick one\n");
+		return (2);
+	}
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -755,7 +901,7 @@ main(int argc, char **argv)
 		h.q[i].slot = xcalloc(h.q[i].cap, sizeof(struct hpkt));
 		h.soj[i].v = xcalloc(SOJOURN_CAP, sizeof(uint32_t));
 	}
-	if (trace == NULL && stress == 0) {
+	if (trace == NULL && stress == 0 && ol.load == 0) {
 		h.nflows = n_l + n_ce + n_c;
 		if (h.nflows == 0 || h.nflows > MAX_FLOWS) {
 			fprintf(stderr, "aqm-host: want 1..%d flows\n",
@@ -800,6 +946,8 @@ main(int argc, char **argv)
 		run_stress(&h, stress, backlog, pps);
 	else if (trace != NULL)
 		rc = run_trace(&h, trace, duration) != 0;
+	else if (ol.load > 0)
+		run_openloop(&h, &ol, duration);
 	else
 		run_flows(&h, duration);
 	wall = (mono_ns() - start) / 1e9;
