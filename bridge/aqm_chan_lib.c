@@ -24,6 +24,7 @@ int64_t	aqm_chan_write_verdicts(void *, const uint64_t *, const uint32_t *,
 int	aqm_chan_read_ctrl(void *, void *, void *, uint64_t *, uint64_t *);
 uint32_t aqm_chan_request_params(void *, const void *);
 int	aqm_chan_poll_params(void *, uint32_t, int32_t *);
+int	aqm_chan_params_pending(void *);
 uint32_t aqm_chan_get_flags(void *);
 void	aqm_chan_change_flags(void *, uint32_t, uint32_t);
 void	aqm_chan_set_index(void *, uint32_t, uint32_t);
@@ -152,6 +153,19 @@ aqm_chan_poll_params(void *handle, uint32_t req, int32_t *result)
 		return (0);
 	*result = __atomic_load_n(&ch->ctrl->param_result, __ATOMIC_RELAXED);
 	return (1);
+}
+
+/*
+ * 1 while a request is posted and not yet answered: its parameters may be
+ * being copied by the data path, so a new request must not overwrite them.
+ */
+int
+aqm_chan_params_pending(void *handle)
+{
+	struct aqm_chan *ch = handle;
+
+	return (aqm_load_acquire(&ch->ctrl->param_ack) !=
+	    aqm_load_acquire(&ch->ctrl->param_req));
 }
 
 uint32_t

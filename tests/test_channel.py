@@ -8,6 +8,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,8 +219,6 @@ class TestControlBlock:
         assert published["now_ns"] == 20
 
     def test_parameter_mailbox_round_trip(self, region: Region) -> None:
-        import threading
-
         core = Core(seed=7)
         core.attach(region)
         core.tick(0)
@@ -249,3 +248,18 @@ class TestControlBlock:
     def test_mailbox_without_a_data_path_times_out(self, region: Region) -> None:
         with pytest.raises(TimeoutError):
             region.request_params(timeout_s=0.05, target_ns=5_000_000)
+
+    def test_a_request_never_overwrites_an_unanswered_one(self, region: Region) -> None:
+        core = Core(seed=8)
+        core.attach(region)  # attached, but not ticking yet
+        with pytest.raises(TimeoutError, match="did not answer"):
+            region.request_params(timeout_s=0.02, target_ns=5_000_000)
+        with pytest.raises(TimeoutError, match="still unanswered"):
+            region.request_params(timeout_s=0.02, target_ns=7_000_000)
+        core.tick(1_000)  # answers the first one, as it was posted
+        assert core.params()["target_ns"] == 5_000_000
+        thread = threading.Timer(0.05, core.tick, args=(2_000,))
+        thread.start()
+        assert region.request_params(timeout_s=2, target_ns=7_000_000)["target_ns"] == 7_000_000
+        thread.join()
+        assert core.params()["target_ns"] == 7_000_000

@@ -75,6 +75,7 @@ uint32_t aqm_chan_get_flags(void *handle);
 void aqm_chan_change_flags(void *handle, uint32_t set, uint32_t clear);
 void aqm_chan_set_index(void *handle, uint32_t which, uint32_t value);
 const char *aqm_chan_strerror(int code);
+int aqm_chan_params_pending(void *handle);
 """
 
 ffi = FFI()

@@ -180,9 +180,15 @@ class Region:
         if not self.producer_up:
             raise TimeoutError(f"{self.path}: no data path attached to answer")
         p = params_from_dict(kw, base=self.current_params())
+        deadline = time.monotonic() + timeout_s
+        # One request at a time: the data path may still be copying an earlier one.
+        while lib.aqm_chan_params_pending(self._handle):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.path}: an earlier parameter request is still "
+                                   f"unanswered after {timeout_s} s")
+            time.sleep(0.0005)
         req = lib.aqm_chan_request_params(self._handle, p)
         result = ffi.new("int32_t *")
-        deadline = time.monotonic() + timeout_s
         while not lib.aqm_chan_poll_params(self._handle, req, result):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.path}: data path did not answer in {timeout_s} s")
