@@ -35,17 +35,21 @@ def open_when_ready(path: Path, timeout_s: float = 10.0) -> Region:
             time.sleep(0.005)
 
 
-@pytest.mark.parametrize(("npkts", "pps", "backlog"), [(60_000, 300_000, 512),
-                                                        (40_000, 0, 64)])
+@pytest.mark.parametrize(("npkts", "pps", "backlog", "to_stdout"),
+                         [(60_000, 300_000, 512, False), (40_000, 0, 64, True)])
 def test_every_sequence_number_is_accounted_for(tmp_path: Path, npkts: int, pps: int,
-                                                backlog: int) -> None:
+                                                backlog: int, to_stdout: bool) -> None:
     name = f"aqm-test-stress-{os.getpid()}-{pps}"
     log = tmp_path / "decisions.bin"
+    # The decision log goes to a file, or to stdout (then the report goes to stderr).
+    log_arg = "-" if to_stdout else str(log)
+    log_out = open(log, "wb") if to_stdout else None  # noqa: SIM115
     host = subprocess.Popen(
         [str(HOST), "--shm", name, "--stress", str(npkts), "--pps", str(pps),
-         "--backlog", str(backlog), "--stress-log", str(log), "--wait-consumer", "10",
+         "--backlog", str(backlog), "--stress-log", log_arg, "--wait-consumer", "10",
          "--keep-shm", "--state-ring", "4096", "--verdict-ring", "4096", "--json"],
-        stdout=subprocess.PIPE, text=True)
+        stdout=log_out or subprocess.PIPE, stderr=subprocess.PIPE if to_stdout else None,
+        text=True)
     region = open_when_ready(Path("/dev/shm", name))
     sent_seq, sent_act = [], []
     try:
@@ -69,15 +73,21 @@ def test_every_sequence_number_is_accounted_for(tmp_path: Path, npkts: int, pps:
             if host.poll() is not None:
                 break
             time.sleep(0.0002)
-        out, _ = host.communicate(timeout=60)
+        out, err = host.communicate(timeout=60)
         assert host.returncode == 0
-        report = json.loads(out)
+        report = json.loads(err if to_stdout else out)
         v_prod, v_cons = region.indices()[2:]
     finally:
         if host.poll() is None:
             host.kill()
         region.close(unlink=True)
+        if log_out is not None:
+            log_out.close()
 
+    print(f"stress {npkts} pkts at {pps or 'max'} pps: {report['wall_s']:.3f} s, "
+          f"{len(np.concatenate(sent_seq))} verdicts sent, applied "
+          f"{report['verdicts_applied']}, late {report['verdicts_late']}, states lost "
+          f"{report['states_lost']}, model share {report['model_share']:.3f}")
     sent = dict(zip(np.concatenate(sent_seq).tolist(), np.concatenate(sent_act).tolist(),
                     strict=True))
     rec = np.fromfile(log, dtype=np.uint64).reshape(-1, 2)

@@ -677,7 +677,7 @@ wait_consumer(struct host *h, double seconds)
 }
 
 static void
-print_report(struct host *h, int json, double wall_s)
+print_report(struct host *h, FILE *out, int json, double wall_s)
 {
 	struct aqm_counters c;
 	uint64_t decided;
@@ -691,14 +691,14 @@ print_report(struct host *h, int json, double wall_s)
 		qsort(h->soj[i].v, h->soj[i].n < SOJOURN_CAP ? h->soj[i].n :
 		    SOJOURN_CAP, sizeof(uint32_t), cmp_u32);
 	if (!json) {
-		printf("aqm-host: %.1f s, %.1f Mbit/s offered, %.1f delivered "
+		fprintf(out, "aqm-host: %.1f s, %.1f Mbit/s offered, %.1f delivered "
 		    "of %.1f\n", wall_s, h->bytes_offered * 8 / wall_s / 1e6,
 		    h->bytes_sent * 8 / wall_s / 1e6, h->rate_bps / 1e6);
-		printf("  decisions: %" PRIu64 " (model %.1f%%, DualPI2 "
+		fprintf(out, "  decisions: %" PRIu64 " (model %.1f%%, DualPI2 "
 		    "%.1f%%)\n", decided, 100 * model_share,
 		    100 * (1 - model_share));
 		for (i = 1; i >= 0; i--)
-			printf("  %s queue: %" PRIu64 " pkts, sojourn p50 %.3f "
+			fprintf(out, "  %s queue: %" PRIu64 " pkts, sojourn p50 %.3f "
 			    "p99 %.3f ms, marks %" PRIu64 "+%" PRIu64
 			    " drops %" PRIu64 "+%" PRIu64 " (DualPI2+model),"
 			    " limit drops %" PRIu64 "\n", i ? "L" : "C",
@@ -706,14 +706,14 @@ print_report(struct host *h, int json, double wall_s)
 			    percentile_ms(&h->soj[i], 99), c.marks_fallback[i],
 			    c.marks_model[i], c.drops_fallback[i],
 			    c.drops_model[i], c.drops_limit[i]);
-		printf("  verdicts: applied %" PRIu64 ", late %" PRIu64
+		fprintf(out, "  verdicts: applied %" PRIu64 ", late %" PRIu64
 		    ", bad %" PRIu64 "; states published %" PRIu64
 		    ", lost %" PRIu64 "; p' %.4f\n", c.verdicts_applied,
 		    c.verdicts_late, c.verdicts_bad, c.states_published,
 		    c.states_lost, aqm_prob_base(h->core) / 4294967295.0);
 		return;
 	}
-	printf("{\"wall_s\": %.3f, \"link_mbps\": %.3f, "
+	fprintf(out, "{\"wall_s\": %.3f, \"link_mbps\": %.3f, "
 	    "\"offered_mbps\": %.3f, "
 	    "\"delivered_mbps\": %.3f, \"queued_at_end\": [%u, %u], "
 	    "\"decisions\": %" PRIu64 ", "
@@ -725,14 +725,14 @@ print_report(struct host *h, int json, double wall_s)
 	    decided ? 1 - model_share : 0,
 	    aqm_prob_base(h->core) / 4294967295.0);
 	for (i = 0; i < 2; i++)
-		printf(", \"sojourn_ms_%s\": {\"p50\": %.4f, \"p90\": %.4f, "
+		fprintf(out, ", \"sojourn_ms_%s\": {\"p50\": %.4f, \"p90\": %.4f, "
 		    "\"p99\": %.4f, \"p999\": %.4f, \"n\": %" PRIu64 "}",
 		    i ? "l" : "c", percentile_ms(&h->soj[i], 50),
 		    percentile_ms(&h->soj[i], 90), percentile_ms(&h->soj[i], 99),
 		    percentile_ms(&h->soj[i], 99.9), h->soj[i].n);
-#define PQ(name) printf(", \"" #name "\": [%" PRIu64 ", %" PRIu64 "]", \
+#define PQ(name) fprintf(out, ", \"" #name "\": [%" PRIu64 ", %" PRIu64 "]", \
 	c.name[0], c.name[1])
-#define PS(name) printf(", \"" #name "\": %" PRIu64, c.name)
+#define PS(name) fprintf(out, ", \"" #name "\": %" PRIu64, c.name)
 	PQ(pkts_in); PQ(bytes_in); PQ(pkts_out); PQ(bytes_out);
 	PQ(drops_limit); PQ(marks_model); PQ(drops_model);
 	PQ(marks_fallback); PQ(drops_fallback);
@@ -742,7 +742,7 @@ print_report(struct host *h, int json, double wall_s)
 	PS(pi_updates);
 #undef PQ
 #undef PS
-	printf("}\n");
+	fprintf(out, "}\n");
 }
 
 static void
@@ -933,7 +933,9 @@ main(int argc, char **argv)
 		if (wait_s > 0)
 			wait_consumer(&h, wait_s);
 	}
-	if (stress_log != NULL &&
+	if (stress_log != NULL && strcmp(stress_log, "-") == 0)
+		h.stress_log = stdout;	/* the report goes to stderr then */
+	else if (stress_log != NULL &&
 	    (h.stress_log = fopen(stress_log, "wb")) == NULL) {
 		fprintf(stderr, "aqm-host: %s: %s\n", stress_log,
 		    strerror(errno));
@@ -953,9 +955,10 @@ main(int argc, char **argv)
 	wall = (mono_ns() - start) / 1e9;
 	aqm_tick(h.core, mono_ns());
 	if (rc == 0)
-		print_report(&h, json, wall > 0 ? wall : 1e-9);
+		print_report(&h, h.stress_log == stdout ? stderr : stdout,
+		    json, wall > 0 ? wall : 1e-9);
 out:
-	if (h.stress_log != NULL)
+	if (h.stress_log != NULL && h.stress_log != stdout)
 		fclose(h.stress_log);
 	aqm_detach(h.core);
 	if (h.have_shm && !keep)
