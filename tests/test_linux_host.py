@@ -121,3 +121,20 @@ def test_region_is_private_and_removed_on_sigterm() -> None:
             host.kill()
     assert host.returncode == 0 and "decisions" in out
     assert not path.exists()
+
+
+@pytest.mark.parametrize("load", ["0", "1.1"])
+def test_demo_runs_both_ways_through_the_channel(load: str) -> None:
+    from click.testing import CliRunner
+
+    from aqm_bridge.demo import main
+
+    r = CliRunner().invoke(main, ["--duration", "1", "--rate-mbps", "20", "--load", load,
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    alone, looped = rep["dualpi2"], rep["channel"]
+    assert alone["model_share"] == 0 and alone["states_published"] == 0
+    assert looped["states_published"] > 0 and looped["verdicts_applied"] > 0
+    assert looped["verdicts_bad"] == 0 and looped["channel_errors"] == 0
+    assert looped["decisions_model"] + looped["decisions_fallback"] == looped["decisions"]

@@ -1,13 +1,15 @@
 """The data path on a synthetic load, with and without the channel in the loop.
 
 `python -m aqm_bridge.demo` runs the Linux host (build/aqm-host) twice on the same
-responsive synthetic load (scalable and classic flows through a bottleneck):
+synthetic load (responsive scalable and classic flows through a bottleneck, or with
+--load an open-loop Poisson load at that fraction of the link rate):
 
 1. DualPI2 alone, no channel;
 2. the channel attached, with a consumer in this process that reads every state record
    and answers with a verdict.
 
-The consumer here is a stand-in for aqmllmd until the daemon and its model exist: it
+The consumer here is a placeholder for aqmllmd (whose demo, `python -m aqmllmd.demo`, is
+what `make run` runs): it
 decides as DualPI2 would from what the record says (p_C for classic packets, p_CL for
 L4S ones, and a step mark when the expected sojourn, deadline - timestamp, reaches the
 step threshold). It shows the loop closing in real time, and how many verdicts arrive
@@ -113,6 +115,9 @@ def demo_options(fn: Callable[..., None]) -> Callable[..., None]:
         click.option("--duration", default=5.0, show_default=True, help="seconds per run"),
         click.option("--rate-mbps", default=100.0, show_default=True, help="bottleneck rate"),
         click.option("--rtt-ms", default=20.0, show_default=True, help="base round-trip time"),
+        click.option("--load", default=0.0, show_default=True,
+                     help="open-loop Poisson load as a fraction of the link rate (ECN mix "
+                          "0.5/0.25/0.25) instead of responsive flows; 0: flows"),
         click.option("--json", "as_json", is_flag=True, help="print both reports as JSON"),
     ]):
         fn = opt(fn)
@@ -121,13 +126,20 @@ def demo_options(fn: Callable[..., None]) -> Callable[..., None]:
 
 def compare(run: Callable[[list[str], bool], dict[str, Any]], looped_key: str,
             looped_label: str, duration: float, rate_mbps: float, rtt_ms: float,
-            as_json: bool) -> None:
+            as_json: bool, load: float = 0.0) -> None:
     """Run the same load with DualPI2 alone, then with a consumer of the channel."""
-    args = ["--duration", str(duration), "--rate-mbps", str(rate_mbps),
-            "--rtt-ms", str(rtt_ms), "--l4s", "2", "--classic-ecn", "1", "--classic", "1"]
+    args = ["--duration", str(duration), "--rate-mbps", str(rate_mbps)]
+    if load > 0:
+        args += ["--load", str(load)]
+        what = (f"open-loop Poisson load at {load:g} x the link, ECT(1)/ECT(0)/Not-ECT "
+                "0.5/0.25/0.25")
+    else:
+        args += ["--rtt-ms", str(rtt_ms), "--l4s", "2", "--classic-ecn", "1",
+                 "--classic", "1"]
+        what = f"{rtt_ms:g} ms RTT, 2 scalable + 1 classic ECN + 1 classic flow"
     if not as_json:
-        click.echo(f"Linux data path: {rate_mbps:g} Mbit/s bottleneck, {rtt_ms:g} ms RTT, "
-                   f"2 scalable + 1 classic ECN + 1 classic flow, {duration:g} s per run")
+        click.echo(f"Linux data path: {rate_mbps:g} Mbit/s bottleneck, {what}, "
+                   f"{duration:g} s per run")
     alone = run(args, False)
     looped = run(args, True)
     if as_json:
