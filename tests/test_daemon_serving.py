@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 
 from aqm_bridge.abi import STATE_DTYPE
 from aqm_bridge.channel import Region
+from aqm_bridge.core import Core
 from aqmllmd.config import load
 from aqmllmd.default_model import DEFAULT_MODEL
 from aqmllmd.metrics import Metrics
@@ -112,3 +114,36 @@ def test_prometheus_exporter_serves_the_metrics() -> None:
     assert "aqmllm_states_total" in body
     assert 'aqmllm_datapath_pkts_in_total{queue="l4s"} 6.0' in body
     assert "aqmllm_datapath_fallback_share 0.25" in body
+
+
+def test_batch_age_runs_from_the_oldest_packets_enqueue(tmp_path) -> None:  # noqa: ANN001
+    """States that waited in the ring (the daemon was busy) go at once; states stamped
+    ahead of this clock (ns-3's simulated time runs an hour ahead) still go by age."""
+    with Region.create(f"aqm-test-age-{os.getpid()}", 64, 64) as region:
+        cfg = load(None, {"channel": str(region.path), "metrics": "", "seed": 3,
+                          "control": f"ipc://{tmp_path}/c.sock", "max_wait_us": 400_000})
+        srv = Server(cfg, load_model(DEFAULT_MODEL), Metrics(lambda: None))
+        core = Core(seed=1)
+        core.attach(region)
+        loop = threading.Thread(target=srv.run)
+        loop.start()
+        try:
+            deadline = time.monotonic() + 5
+            while srv.region is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+            def served_after(now_ns: int) -> float:
+                before, t0 = srv.stats.states, time.monotonic()
+                core.enqueue(now_ns, 1500, 1)
+                while srv.stats.states == before and time.monotonic() - t0 < 5:
+                    time.sleep(0.001)
+                assert srv.stats.states == before + 1
+                return time.monotonic() - t0
+
+            # Enqueued half a second ago: older than max_wait already.
+            assert served_after(time.monotonic_ns() - 500_000_000) < 0.2
+            # Stamped an hour ahead: waits max_wait from when it was read, not forever.
+            assert 0.35 < served_after(time.monotonic_ns() + 3600 * 10**9) < 2
+        finally:
+            srv.stop_event.set()
+            loop.join()

@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS_S = (10e-6, 25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3,
                      50e-3)
 BATCH_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 4096)
+
+
+@dataclass
+class LoopCounters:
+    """The serving loop's counters: plain integers it adds to (no lock, one writer),
+    exported at scrape time; a prometheus-client counter costs a lock per increment."""
+
+    states: int = 0
+    skipped: int = 0
+    verdicts: int = 0
+    ring_full: int = 0
+    batches: int = 0
+    failures: int = 0
+    failures_by_reason: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0))
+
+
+FAILURE_REASONS = ("exception", "nan", "slow")
+
+_LOOP_COUNTERS = (
+    ("states", "aqmllm_states", "state records read"),
+    ("skipped", "aqmllm_states_skipped_deadline",
+     "states whose deadline had passed before inference"),
+    ("verdicts", "aqmllm_verdicts_written", "verdicts written"),
+    ("ring_full", "aqmllm_verdicts_ring_full", "verdicts not written: verdict ring full"),
+    ("batches", "aqmllm_batches", "batches run"),
+)
+
+
+class LoopCollector:
+    def __init__(self, counters: LoopCounters) -> None:
+        self._c = counters
+
+    def collect(self) -> Iterator[Any]:
+        for attr, name, doc in _LOOP_COUNTERS:
+            fam = CounterMetricFamily(name, doc)
+            fam.add_metric([], getattr(self._c, attr))
+            yield fam
+        fam = CounterMetricFamily("aqmllm_model_failures", "batches without verdicts",
+                                  labels=["reason"])
+        for reason, n in self._c.failures_by_reason.items():
+            fam.add_metric([reason], n)
+        yield fam
 
 
 class DataPathCollector:
@@ -49,16 +93,8 @@ class Metrics:
     def __init__(self, read_datapath: Callable[[], dict[str, Any] | None]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.states = Counter("aqmllm_states", "state records read", registry=r)
-        self.skipped = Counter("aqmllm_states_skipped_deadline",
-                               "states whose deadline had passed before inference",
-                               registry=r)
-        self.verdicts = Counter("aqmllm_verdicts_written", "verdicts written", registry=r)
-        self.ring_full = Counter("aqmllm_verdicts_ring_full",
-                                 "verdicts not written: verdict ring full", registry=r)
-        self.batches = Counter("aqmllm_batches", "batches run", registry=r)
-        self.failures = Counter("aqmllm_model_failures", "batches without verdicts",
-                                ["reason"], registry=r)
+        self.loop = LoopCounters()
+        r.register(LoopCollector(self.loop))
         self.batch_size = Histogram("aqmllm_batch_size", "states per batch",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.infer = Histogram("aqmllm_inference_seconds", "model run time per batch",

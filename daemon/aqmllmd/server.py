@@ -15,7 +15,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,9 +35,13 @@ def choose_actions(probs: np.ndarray, policy: str, rng: np.random.Generator) -> 
     """One action per row: drawn from the distribution, or its most likely action."""
     if policy == "argmax":
         return probs.argmax(axis=1).astype(np.uint32)
-    u = rng.random((len(probs), 1))
-    return np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1).astype(
-        np.uint32)
+    # Inverse CDF over (enqueue, drop, mark): how many of the first two cumulative
+    # probabilities u exceeds (a row short of 1 by rounding leaves its excess to mark).
+    u = rng.random(len(probs))
+    p_enq = probs[:, 0]
+    action = (u > p_enq).astype(np.uint32)
+    action += u > p_enq + probs[:, 1]
+    return action
 
 
 def model_tag(model: Model) -> int:
@@ -79,16 +82,6 @@ class ModelSlot:
             return self.current
 
 
-@dataclass
-class LoopStats:
-    started: float
-    states: int = 0
-    batches: int = 0
-    verdicts: int = 0
-    skipped: int = 0
-    failures: int = 0
-
-
 class Server:
     def __init__(self, cfg: Config, model: Model, metrics: Metrics) -> None:
         self.cfg = cfg
@@ -99,7 +92,8 @@ class Server:
         self.paused = False
         self.region: Region | None = None
         self.datapath: dict[str, Any] | None = None
-        self.stats = LoopStats(started=time.time())
+        self.stats = metrics.loop
+        self.started = time.time()
         self._rng = np.random.default_rng(cfg.seed or None)
         self._history = features.History()
         #: Benchmarks: called with (records given verdicts, time written) after each batch.
@@ -168,7 +162,11 @@ class Server:
             now = time.monotonic_ns()
             if len(recs):
                 if not pending_n:
-                    oldest_ns = now
+                    # A batch's age runs from its oldest packet's enqueue: states that
+                    # queued in the ring while the last batch was served are already old
+                    # and go at once. Not later than now: a data path whose clock runs
+                    # ahead (ns-3's simulated time) still gets batches by age.
+                    oldest_ns = min(now, int(recs["ts_ns"][0]))
                 pending.append(recs)
                 pending_n += len(recs)
                 idle_since = 0
@@ -208,18 +206,16 @@ class Server:
     def serve(self, recs: np.ndarray) -> None:
         """One batch: features, deadline filter, inference, verdicts."""
         m, st = self.metrics, self.stats
+        n = len(recs)
         feats = features.compute(recs, self._history)  # history sees every record
-        st.states += len(recs)
-        m.states.inc(len(recs))
-        m.batch_size.observe(len(recs))
+        st.states += n
+        m.batch_size.observe(n)
         if self.paused:
             return
-        now = time.monotonic_ns()
-        live = recs["deadline_ns"] > now
+        live = recs["deadline_ns"] > time.monotonic_ns()
         n_live = int(np.count_nonzero(live))
-        if n_live < len(recs):
-            st.skipped += len(recs) - n_live
-            m.skipped.inc(len(recs) - n_live)
+        if n_live < n:
+            st.skipped += n - n_live
             if not n_live:
                 return
             recs, feats = recs[live], feats[live]
@@ -232,7 +228,9 @@ class Server:
             return
         elapsed = time.perf_counter_ns() - t0
         m.infer.observe(elapsed / 1e9)
-        if not np.all(np.isfinite(probs)):
+        # The sum is finite if and only if every value is (values of a few rows: no
+        # overflow unless the model is broken anyway).
+        if not np.isfinite(probs.sum(dtype=np.float64)):
             self._failed("nan", f"model {model.version} gave non-finite output")
             return
         if elapsed > self.cfg.max_infer_us * 1000:
@@ -249,10 +247,8 @@ class Server:
         done = time.monotonic_ns()
         st.batches += 1
         st.verdicts += written
-        m.batches.inc()
-        m.verdicts.inc(written)
         if written < n_live:
-            m.ring_full.inc(n_live - written)
+            st.ring_full += n_live - written
         # One sample per batch, its oldest record: the batch's worst latency.
         m.state_to_verdict.observe(max(0, done - int(recs["ts_ns"][0])) / 1e9)
         if self.on_batch is not None:
@@ -260,7 +256,7 @@ class Server:
 
     def _failed(self, reason: str, message: str) -> None:
         self.stats.failures += 1
-        self.metrics.failures.labels(reason).inc()
+        self.stats.failures_by_reason[reason] += 1
         log.warning("no verdicts for this batch: %s", message)
 
     def status(self) -> dict[str, Any]:
@@ -275,7 +271,7 @@ class Server:
             "channel": self.cfg.channel,
             "attached": region is not None,
             "data_path_up": bool(region is not None and region.producer_up),
-            "uptime_s": round(time.time() - self.stats.started, 3),
+            "uptime_s": round(time.time() - self.started, 3),
             "states": self.stats.states, "batches": self.stats.batches,
             "verdicts": self.stats.verdicts, "skipped_deadline": self.stats.skipped,
             "model_failures": self.stats.failures,
