@@ -111,6 +111,7 @@ class TestConfig:
         ("[control]\nendpoint = \"tcp://0.0.0.0:5555\"\n", "not on loopback"),
         ("[model]\npolicy = \"greedy\"\n", "policy"),
         ("not toml [", "not valid TOML"),
+        ("[batch]\nsleep_us = 500\nmax_sleep_us = 100\n", "max_sleep_us=100 below"),
     ])
     def test_bad_files_are_refused_by_name(self, tmp_path: Path, text: str, message: str) -> None:
         f = tmp_path / "bad.toml"

@@ -159,3 +159,31 @@ def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
     finally:
         client.close()
     every_packet_decided(rig.finish())
+
+
+def test_idle_daemon_does_not_burn_a_core(tmp_path: Path) -> None:
+    """Attached to a channel with nothing in it, it sleeps between polls."""
+    region = Region.create(f"aqm-test-idle-{os.getpid()}", 64, 64)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "aqmllmd.main", "--channel", str(region.path),
+         "--control", f"ipc://{tmp_path}/ctl.sock", "--metrics", ""],
+        stderr=subprocess.DEVNULL)
+
+    def cpu_s() -> float:
+        fields = Path(f"/proc/{daemon.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        deadline = time.monotonic() + 20
+        while not region.consumer_up:
+            assert time.monotonic() < deadline and daemon.poll() is None
+            time.sleep(0.02)
+        time.sleep(0.3)  # past the spin of the first poll
+        c0, t0 = cpu_s(), time.monotonic()
+        time.sleep(2)
+        share = (cpu_s() - c0) / (time.monotonic() - t0)
+        assert share < 0.2, f"idle daemon used {share:.0%} of a core"
+    finally:
+        daemon.kill()
+        daemon.wait()
+        region.close(unlink=True)

@@ -144,6 +144,9 @@ def test_batch_age_runs_from_the_oldest_packets_enqueue(tmp_path) -> None:  # no
             assert served_after(time.monotonic_ns() - 500_000_000) < 0.2
             # Stamped an hour ahead: waits max_wait from when it was read, not forever.
             assert 0.35 < served_after(time.monotonic_ns() + 3600 * 10**9) < 2
+            # A reloaded configuration changes the batching of the running loop.
+            srv.cfg = replace(srv.cfg, max_wait_us=0)
+            assert served_after(time.monotonic_ns() + 3600 * 10**9) < 0.2
         finally:
             srv.stop_event.set()
             loop.join()

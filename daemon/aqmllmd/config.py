@@ -30,7 +30,8 @@ class Config:
     max_batch: int = 1024
     max_wait_us: int = 50
     spin_us: int = 200
-    sleep_us: int = 50
+    sleep_us: int = 50  # first sleep once idle; doubles while idle, up to max_sleep_us
+    max_sleep_us: int = 1000
     max_infer_us: int = 5000  # a batch slower than this is a failure: no verdicts
     control: str = DEFAULT_CONTROL
     control_allow_remote: bool = False
@@ -48,7 +49,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "model": {"path": "model", "owner_uids": "model_owner_uids", "threads": "threads",
               "policy": "policy", "max_infer_us": "max_infer_us"},
     "batch": {"max_batch": "max_batch", "max_wait_us": "max_wait_us", "spin_us": "spin_us",
-              "sleep_us": "sleep_us"},
+              "sleep_us": "sleep_us", "max_sleep_us": "max_sleep_us"},
     "control": {"endpoint": "control", "allow_remote": "control_allow_remote"},
     "metrics": {"listen": "metrics"},
     "daemon": {"pidfile": "pidfile", "log": "log", "log_level": "log_level", "seed": "seed"},
@@ -99,11 +100,14 @@ def check(cfg: Config) -> None:
     bounds = {"sched": (1, 65535), "threads": (1, 64), "max_batch": (1, 1 << 16),
               "max_wait_us": (0, 1_000_000),
               "spin_us": (0, 1_000_000), "sleep_us": (1, 1_000_000),
+              "max_sleep_us": (1, 1_000_000),
               "max_infer_us": (1, 10_000_000)}
     for name, (lo, hi) in bounds.items():
         value = getattr(cfg, name)
         if not lo <= value <= hi:
             raise ConfigError(f"{name}={value} out of range [{lo}, {hi}]")
+    if cfg.max_sleep_us < cfg.sleep_us:
+        raise ConfigError(f"max_sleep_us={cfg.max_sleep_us} below sleep_us={cfg.sleep_us}")
     if cfg.policy not in ("sample", "argmax"):
         raise ConfigError(f"policy={cfg.policy!r}: want 'sample' or 'argmax'")
     if cfg.log not in ("stderr", "syslog"):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from aqm_bridge.abi import STATE_DTYPE
 from aqm_bridge.channel import ChannelError, Region
 
 from . import features
@@ -30,6 +31,7 @@ from .model import Model, ModelError, TrustPolicy, load
 log = logging.getLogger("aqmllmd")
 
 COUNTERS_EVERY_S = 1.0
+_NO_STATES = np.zeros(0, STATE_DTYPE)
 
 
 def choose_actions(probs: np.ndarray, policy: str, rng: np.random.Generator) -> np.ndarray:
@@ -154,6 +156,7 @@ class Server:
     def run(self) -> None:
         cfg = self.cfg
         max_wait_ns, spin_ns = cfg.max_wait_us * 1000, cfg.spin_us * 1000
+        max_sleep_s, sleep_s = cfg.max_sleep_us / 1e6, cfg.sleep_us / 1e6
         pending: list[np.ndarray] = []
         pending_n, oldest_ns, idle_since = 0, 0, 0
         next_counters = 0.0
@@ -164,13 +167,19 @@ class Server:
                 if self.region is None:
                     self.stop_event.wait(0.1)
                     continue
+            if self.cfg is not cfg:  # reloaded: batching as configured now
+                cfg = self.cfg
+                max_wait_ns, spin_ns = cfg.max_wait_us * 1000, cfg.spin_us * 1000
+                max_sleep_s = cfg.max_sleep_us / 1e6
             model = self.slot.take_pending()
             if model is not None:
                 settle_heap()
                 self.metrics.set_model(model.version, model.producer, model.sha256)
                 log.info("now serving model %s (%s)", model.version, model.path)
             try:
-                recs = self.region.read_states(cfg.max_batch - pending_n)
+                # Idle, a look at the indices is enough; busy, read straight away.
+                recs = (_NO_STATES if idle_since and not self.region.pending_states() else
+                        self.region.read_states(max(cfg.max_batch - pending_n, 0)))
             except ChannelError as e:
                 log.error("channel refused: %s; reattaching", e)
                 self._detach()
@@ -195,12 +204,16 @@ class Server:
                 next_counters = time.monotonic() + COUNTERS_EVERY_S
                 self._refresh_counters()
             if not len(recs) and not pending_n:
-                # Idle: poll for spin_us, then sleep between polls. With states
-                # pending, poll on until the batch is full or old enough.
+                # Idle: poll for spin_us, then sleep between polls, sleep_us at first,
+                # twice as long each time the ring is still empty, up to max_sleep_us.
+                # With states pending, poll on until the batch is full or old enough.
+                # (The first packets after a silence have short sojourns: DualPI2
+                # decides them before any verdict could arrive anyway.)
                 if not idle_since:
-                    idle_since = now
+                    idle_since, sleep_s = now, cfg.sleep_us / 1e6
                 if now - idle_since >= spin_ns:
-                    time.sleep(cfg.sleep_us / 1e6)
+                    time.sleep(sleep_s)
+                    sleep_s = min(2 * sleep_s, max_sleep_s)
         self._detach()
 
     def _refresh_counters(self) -> None:
