@@ -31,8 +31,14 @@ def test_record_writes_the_documented_dataset(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["record", str(scenario), "--out", str(out), "--seeds", "1,2"])
     assert r.exit_code == 0, r.output
     cols, meta = load_npz(out)
-    assert meta["schema_version"] == 1 and meta["rows"] == len(cols["seq"]) > 1000
+    assert meta["schema_version"] == 2 and meta["rows"] == len(cols["seq"]) > 1000
     assert [run["seed"] for run in meta["runs"]] == [1, 2]
+    # Rows and per-interval series of both runs, each saying which run it is from.
+    assert np.bincount(cols["run"]).tolist() == [run["recorded"] for run in meta["runs"]]
+    per_run = np.bincount(cols["ts_run"])
+    assert len(per_run) == 2 and per_run.min() >= 25  # 3 s in 100 ms intervals
+    for name in ("ts_link_mbps", "ts_capacity_mbps", "ts_marks_l", "ts_drops_c"):
+        assert len(cols[name]) == len(cols["ts_run"]), name
     assert set(np.unique(cols["action"])) <= {0, 1, 2}
     assert (cols["packet_sojourn_ns"] >= 0).all() and (cols["dequeue_ns"] >= cols["ts_ns"]).all()
     assert set(np.unique(cols["queue"])) == {0, 1}

@@ -25,35 +25,74 @@ def cli() -> None:
     """Closed-loop evaluation of AQM-LLM policies on ns-3."""
 
 
+class _Bar:
+    """A progress bar in simulated seconds over one or more runs."""
+
+    def __init__(self, total: float, desc: str, disable: bool) -> None:
+        # disable=None: no bar when stderr is not a terminal.
+        self.bar = tqdm(total=round(total, 3), desc=desc, unit="sim-s",
+                        disable=True if disable else None,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} sim-s [{elapsed}]")
+        self.base = 0.0
+        self.done = 0.0
+
+    def next_run(self) -> None:
+        self.base = self.done
+
+    def __call__(self, t: float) -> None:
+        now = self.base + t
+        if now > self.bar.n:
+            self.bar.update(now - self.bar.n)
+        self.done = max(self.done, now)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 @cli.command("run")
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
 @click.option("--policy", type=click.Choice(POLICIES), default="dualpi2", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="result.json, timeseries.csv, sojourns.bin and PNG plots here")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ONNX model for --policy llm (default: aqmllmd's default model)")
 @click.option("--inference-latency-us", default=0, show_default=True,
               help="llm: a verdict counts only for packets that stayed this long")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 def run_cmd(scenario: str, policy: str, out: Path | None, model: str | None,
-            inference_latency_us: int, as_json: bool) -> None:
+            inference_latency_us: int, as_json: bool, quiet: bool) -> None:
     """Run SCENARIO under one policy."""
+    sc = _scenario(scenario)
+    bar = _Bar(sc.duration_s, f"{sc.name}: {policy}", quiet or as_json)
     try:
-        result = run(_scenario(scenario), policy, out, model, inference_latency_us)
+        result = run(sc, policy, out, model, inference_latency_us, progress=bar)
     except (RunError, ScenarioError) as e:
         raise click.ClickException(str(e)) from e
-    click.echo(json.dumps(result, indent=2) if as_json else _row(result))
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(HEADER)
+        click.echo(_row(result))
+        if result.get("short_flows"):
+            click.echo(f"short flows: {json.dumps(result['short_flows'])}")
 
 
 @cli.command()
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
-@click.option("--policies", default="dualpi2,pie,codel,fifo", show_default=True)
+@click.option("--policies", default="dualpi2,pie,codel,fq_codel,red,fifo", show_default=True)
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ONNX model for the llm policy (default: aqmllmd's default model)")
 @click.option("--inference-latency-us", default=0, show_default=True,
               help="llm: a verdict counts only for packets that stayed this long")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="one directory per policy here (outputs of `run --out`)")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 def compare(scenario: str, policies: str, model: str | None, inference_latency_us: int,
-            as_json: bool) -> None:
+            out: Path | None, as_json: bool, quiet: bool) -> None:
     """Run SCENARIO under several policies and print a table."""
     sc = _scenario(scenario)
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -61,25 +100,35 @@ def compare(scenario: str, policies: str, model: str | None, inference_latency_u
     if bad:
         raise click.ClickException(f"unknown policies {bad}; known: {', '.join(POLICIES)}")
     results = []
-    for p in tqdm(names, desc=sc.name, disable=as_json):
-        try:
-            results.append(run(sc, p, model=model, inference_latency_us=inference_latency_us))
-        except RunError as e:
-            raise click.ClickException(str(e)) from e
+    bar = _Bar(sc.duration_s * len(names), sc.name, quiet or as_json)
+    try:
+        for p in names:
+            bar.next_run()
+            results.append(run(sc, p, out / p if out else None, model=model,
+                               inference_latency_us=inference_latency_us, progress=bar))
+    except RunError as e:
+        raise click.ClickException(str(e)) from e
+    finally:
+        bar.close()
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    click.echo(f"{'policy':10} {'util':>6} {'jain':>6} {'L p99 ms':>9} {'C/all p50':>10} "
-               f"{'C/all p99':>10}")
+    click.echo(HEADER)
     for r in results:
         click.echo(_row(r))
+
+
+HEADER = (f"{'policy':10} {'util':>6} {'jain':>6} {'S/C':>6} {'L p99 ms':>9} "
+          f"{'C/all p50':>10} {'C/all p99':>10} {'C/all p99.9':>11}")
 
 
 def _row(r: dict) -> str:
     c = r.get("sojourn_ms_c") or r.get("sojourn_ms")
     lp99 = f"{r['sojourn_ms_l']['p99']:9.3f}" if "sojourn_ms_l" in r else f"{'-':>9}"
-    return (f"{r['policy']:10} {r['utilisation']:6.3f} {r['jain']:6.3f} {lp99} "
-            f"{c['p50']:10.3f} {c['p99']:10.3f}")
+    ratio = r.get("scalable_classic_ratio")
+    sc = f"{ratio:6.2f}" if ratio is not None else f"{'-':>6}"
+    return (f"{r['policy']:10} {r['utilisation']:6.3f} {r['jain']:6.3f} {sc} {lp99} "
+            f"{c['p50']:10.3f} {c['p99']:10.3f} {c['p999']:11.3f}")
 
 
 @cli.command()
@@ -101,22 +150,28 @@ def record(scenario: str, out: Path, seeds: str, policy: str, model: str | None)
     from .dataset import load_rows, save_npz
 
     sc = _scenario(scenario)
-    parts, runs = [], []
+    seed_list = [int(x) for x in seeds.split(",")]
+    parts, runs, series = [], [], []
+    bar = _Bar(sc.duration_s * len(seed_list), f"record {sc.name}", False)
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in tqdm([int(s) for s in seeds.split(",")], desc="record"):
-            rows_path = Path(tmp, f"rows-{seed}.bin")
-            try:
+        try:
+            for seed in seed_list:
+                bar.next_run()
+                rows_path = Path(tmp, f"rows-{seed}.bin")
                 r = run(dataclasses.replace(sc, seed=seed), policy, Path(tmp, f"run-{seed}"),
-                        model=model, record=rows_path, plots=False)
-            except RunError as e:
-                raise click.ClickException(str(e)) from e
-            parts.append(load_rows(rows_path))
-            runs.append({"seed": seed, "recorded": r["recorded"],
-                         "utilisation": r["utilisation"]})
+                        model=model, record=rows_path, plots=False, progress=bar)
+                parts.append(load_rows(rows_path))
+                runs.append({"seed": seed, "recorded": r["recorded"],
+                             "utilisation": r["utilisation"]})
+                series.append(Path(tmp, f"run-{seed}", "timeseries.csv"))
+        except RunError as e:
+            raise click.ClickException(str(e)) from e
+        finally:
+            bar.close()
         rows = np.concatenate(parts)
-        last = Path(tmp, f"run-{runs[-1]['seed']}", "timeseries.csv")
         save_npz(rows, out, {"scenario": sc.name, "behaviour_policy": policy,
-                             "model": model, "runs": runs}, timeseries=last)
+                             "model": model, "runs": runs, "interval_s": 0.1},
+                 timeseries=series)
     click.echo(f"{len(rows)} rows from {len(runs)} run(s) -> {out}")
 
 
@@ -140,5 +195,6 @@ def sweep_cmd(scenarios: tuple[str, ...], policies: str, jobs: int, ray_address:
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
+    click.echo(f"{'scenario':28} {HEADER}")
     for r in results:
         click.echo(f"{r['scenario']:28} {_row(r)}")

@@ -23,7 +23,7 @@ ROW_DTYPE = np.dtype({
     "itemsize": 96,
 })
 ACTIONS_TAKEN = ("forwarded", "dropped", "marked")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def load_rows(path: str | Path) -> np.ndarray:
@@ -43,13 +43,34 @@ def flatten(rows: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def save_npz(rows: np.ndarray, out: str | Path, meta: dict[str, Any],
-             timeseries: str | Path | None = None) -> Path:
-    """The dataset file: columns, the per-interval time series, and metadata."""
+             timeseries: str | Path | list[str | Path] | None = None) -> Path:
+    """The dataset file: columns, the per-interval time series, and metadata.
+
+    With meta["runs"] giving each run's `recorded` rows (in order), a `run` column says
+    which run each row is from; with one time series per run, `ts_run` does the same
+    for the per-interval rows.
+    """
     cols = flatten(rows)
-    if timeseries is not None and Path(timeseries).is_file():
-        ts = np.genfromtxt(timeseries, delimiter=",", names=True)
-        for name in ts.dtype.names or ():
-            cols[f"ts_{name}"] = np.asarray(ts[name])
+    runs = meta.get("runs") or []
+    sizes = [int(r.get("recorded", -1)) for r in runs]
+    if runs and sum(sizes) == len(rows) and min(sizes) >= 0:
+        cols["run"] = np.repeat(np.arange(len(sizes), dtype=np.uint16), sizes)
+    if timeseries is not None:
+        series = timeseries if isinstance(timeseries, list) else [timeseries]
+        parts = []
+        for k, path in enumerate(series):
+            if Path(path).is_file():
+                ts = np.genfromtxt(path, delimiter=",", names=True)
+                part = {f"ts_{n}": np.atleast_1d(np.asarray(ts[n])) for n in ts.dtype.names or ()}
+                part["ts_run"] = np.full(len(part["ts_time_s"]), k, np.uint16)
+                parts.append(part)
+        if parts:
+            # Runs of one scenario share their columns; a column some run lacks is NaN.
+            names = list(dict.fromkeys(n for part in parts for n in part))
+            for n in names:
+                cols[n] = np.concatenate([
+                    part[n] if n in part else np.full(len(part["ts_run"]), np.nan)
+                    for part in parts])
     meta = {**meta, "schema_version": SCHEMA_VERSION, "rows": int(len(rows)),
             "actions_taken": list(ACTIONS_TAKEN)}
     out = Path(out)

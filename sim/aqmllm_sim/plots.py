@@ -37,18 +37,33 @@ def sojourn_cdf(sojourns: Path, out: Path, title: str) -> Path:
     return out
 
 
-def timeseries(csv: Path, out_dir: Path, title: str, flows: list[str]) -> list[Path]:
+def timeseries(csv: Path, out_dir: Path, title: str, flows: list[str],
+               bulk: list[bool] | None = None, max_flows: int = 8) -> list[Path]:
+    """throughput.png (chosen flows, the link and its capacity) and cwnd.png (chosen
+    flows): the first `max_flows` bulk flows; short flows are summed into one line."""
     plt = _pyplot()
     ts = np.genfromtxt(csv, delimiter=",", names=True)
+    names = ts.dtype.names or ()
+    bulk = bulk if bulk is not None else [True] * len(flows)
+    chosen = [i for i, b in enumerate(bulk) if b][:max_flows]
+    short = [i for i, b in enumerate(bulk) if not b]
     outs = []
     for prefix, ylabel, name in (("tput_mbps_", "throughput (Mbit/s)", "throughput.png"),
                                  ("cwnd_bytes_", "cwnd (kB)", "cwnd.png")):
         fig, ax = plt.subplots(figsize=(7, 4))
-        for i, label in enumerate(flows):
+        for i in chosen:
             col = f"{prefix}{i}"
-            if col in (ts.dtype.names or ()):
+            if col in names:
                 y = ts[col] / (1e3 if prefix.startswith("cwnd") else 1)
-                ax.plot(ts["time_s"], y, label=f"{i}: {label}")
+                ax.plot(ts["time_s"], y, label=f"{i}: {flows[i]}")
+        if prefix == "tput_mbps_":
+            if short:
+                ax.plot(ts["time_s"], sum(ts[f"{prefix}{i}"] for i in short),
+                        label=f"{len(short)} short flows", alpha=0.7)
+            for col, style, label in (("capacity_mbps", "k--", "capacity"),
+                                      ("link_mbps", "k:", "link")):
+                if col in names:
+                    ax.plot(ts["time_s"], ts[col], style, label=label, linewidth=1)
         ax.set_xlabel("time (s)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

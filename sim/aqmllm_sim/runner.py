@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ class RunError(Exception):
 
 def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
         model: str | None = None, inference_latency_us: int = 0,
-        record: Path | None = None, plots: bool = True) -> dict[str, Any]:
+        record: Path | None = None, plots: bool = True,
+        progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Metrics of one run (see sim/README.md).
 
     With out_dir: result.json, timeseries.csv, sojourns.bin and (plots) PNGs there.
-    With record: the dataset rows of every departing packet (policy dualpi2 only).
+    With record: the dataset rows of every departing packet (policies dualpi2 and llm).
+    With progress: called with the simulated time reached, about 100 times a run.
     """
     if not RUNNER.is_file():
         raise RunError(f"{RUNNER} missing: `make` builds it when the ns3 wheel is installed "
@@ -52,25 +55,39 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
         if policy not in ("dualpi2", "llm"):
             raise RunError(f"recording is for the core's policies (dualpi2, llm), not {policy}")
         config += f"record {Path(record).resolve()}\n"
+    if progress is not None:
+        config += f"progress_s {scenario.duration_s / 100:g}\n"
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp, "scenario.txt"), Path(tmp, "result.json")
         cfg.write_text(config)
-        sim = subprocess.Popen([str(RUNNER), str(cfg), str(out)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-        daemon = _start_daemon(channel, model, tmp, sim) if channel else None
-        try:
-            _, err = sim.communicate(timeout=3600)
-        finally:
-            if daemon is not None:
-                daemon.terminate()
-                daemon.wait(timeout=10)
-            if channel:
-                Path("/dev/shm", channel).unlink(missing_ok=True)
-        if sim.returncode != 0:
-            raise RunError(f"aqm-sim failed ({sim.returncode}): {err.strip()[-2000:]}")
+        with open(Path(tmp, "stderr"), "w+") as err:
+            sim = subprocess.Popen([str(RUNNER), str(cfg), str(out)], stdout=subprocess.PIPE,
+                                   stderr=err, text=True)
+            daemon = None
+            try:
+                daemon = _start_daemon(channel, model, tmp, sim) if channel else None
+                assert sim.stdout is not None
+                for line in sim.stdout:
+                    if progress is not None and line.startswith("progress "):
+                        progress(float(line.split()[1]))
+                sim.wait()
+            finally:
+                if sim.poll() is None:
+                    sim.kill()
+                    sim.wait()
+                if daemon is not None:
+                    daemon.terminate()
+                    daemon.wait(timeout=10)
+                if channel:
+                    Path("/dev/shm", channel).unlink(missing_ok=True)
+            err.seek(0)
+            if sim.returncode != 0:
+                raise RunError(f"aqm-sim failed ({sim.returncode}): {err.read().strip()[-2000:]}")
         result = json.loads(out.read_text())
+    if progress is not None:
+        progress(scenario.duration_s)
     result["scenario"] = scenario.name
-    result.update(throughput_summary(result["flows"]))
+    result.update(throughput_summary(result["flows"], scenario.duration_s))
     if policy == "llm":
         result["inference_latency_us"] = inference_latency_us
         result["model"] = model or "default"
@@ -83,18 +100,41 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
             title = f"{scenario.name}: {policy}"
             p.sojourn_cdf(out_dir / "sojourns.bin", out_dir / "sojourn_cdf.png", title)
             p.timeseries(out_dir / "timeseries.csv", out_dir, title,
-                         [f"{f.cc} {f.rtt_ms:g} ms" for f in scenario.flows])
+                         [f"{f.cc} {f.rtt_ms:g} ms" for f in scenario.flows],
+                         bulk=[not f.bytes for f in scenario.flows])
     return result
 
 
-def throughput_summary(flows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Aggregate throughput, and scalable (DCTCP) over classic throughput."""
-    scalable = sum(f["throughput_mbps"] for f in flows if f["cc"] == "dctcp")
-    classic = sum(f["throughput_mbps"] for f in flows if f["cc"] != "dctcp")
-    n_s = sum(1 for f in flows if f["cc"] == "dctcp")
-    n_c = len(flows) - n_s
-    ratio = (scalable / n_s) / (classic / n_c) if n_s and n_c and classic > 0 else None
-    return {"aggregate_mbps": scalable + classic, "scalable_classic_ratio": ratio}
+def throughput_summary(flows: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    """Aggregate throughput; scalable (DCTCP) over classic per-flow throughput of the bulk
+    flows; completion times of the finite (short) flows per congestion control."""
+    bulk = [f for f in flows if "bytes" not in f]
+    scalable = [f["throughput_mbps"] for f in bulk if f["cc"] == "dctcp"]
+    classic = [f["throughput_mbps"] for f in bulk if f["cc"] != "dctcp"]
+    ratio = None
+    if scalable and classic and sum(classic) > 0:
+        ratio = (sum(scalable) / len(scalable)) / (sum(classic) / len(classic))
+    out: dict[str, Any] = {
+        "aggregate_mbps": sum(f["received_bytes"] for f in flows) * 8 / 1e6 / duration_s,
+        "bulk_mbps": sum(scalable) + sum(classic),
+        "scalable_classic_ratio": ratio,
+    }
+    short = [f for f in flows if "bytes" in f]
+    if short:
+        fct: dict[str, Any] = {}
+        for cc in sorted({f["cc"] for f in short}):
+            done = sorted(f["fct_ms"] for f in short if f["cc"] == cc and f["fct_ms"] is not None)
+            n = sum(1 for f in short if f["cc"] == cc)
+            fct[cc] = {"flows": n, "completed": len(done),
+                       "p50_ms": _pct(done, 50), "p99_ms": _pct(done, 99)}
+        out["short_flows"] = fct
+    return out
+
+
+def _pct(v: list[float], pct: float) -> float | None:
+    if not v:
+        return None
+    return v[min(len(v) - 1, int(pct / 100 * (len(v) - 1) + 0.5))]
 
 
 def _start_daemon(channel: str, model: str | None, tmp: str,

@@ -3,12 +3,12 @@
     name = "l4s-50m-20ms"
     rate_mbps = 50          # bottleneck
     duration_s = 20
-    classic_ecn = true      # classic flows negotiate ECN (ECT(0)) or not
+    classic_ecn = true      # classic flows negotiate ECN (ECT(0)) unless a flow says
     seed = 1
 
     loss = 0.0              # optional: random packet loss on the bottleneck
-    trace = "traces/x.mahimahi"  # optional: capacity from a Mahimahi trace
-    trace_bin_ms = 100      # optional: its rate is averaged over bins this long
+    trace = "traces/x.mahimahi"  # optional: capacity from a Mahimahi trace, replayed
+                            # opportunity by opportunity (rate_mbps is then unused)
 
     [[flows]]
     cc = "dctcp"            # dctcp (sends ECT(1): L4S) | cubic | reno
@@ -16,6 +16,17 @@
     count = 1               # optional, identical flows
     start_s = 0             # optional
     stop_s = 20             # optional, default duration_s
+    ecn = true              # optional, classic flows: overrides classic_ecn
+    size_kb = 500           # optional: a finite transfer, timed (flow completion time)
+
+    [[short_flows]]         # optional: Poisson arrivals of finite transfers
+    cc = "cubic"
+    rtt_ms = 20
+    per_s = 5               # mean arrivals per second
+    size_kb = 100
+    start_s = 0             # optional
+    stop_s = 20             # optional: no arrival after this
+    ecn = true              # optional
 
     [[rate_steps]]          # optional: capacity changes
     at_s = 10
@@ -25,15 +36,18 @@
     rate_mbps = 5
     on_s = 0.5
     off_s = 0.5
+    pattern = "constant"    # optional: or "exponential" (on/off periods with these means)
     start_s = 0             # optional
     stop_s = 20             # optional
 
 A Mahimahi trace has one line per 1500-byte delivery opportunity, its time in ms; it
-repeats when it ends. Every error names the field it is about.
+repeats when it ends (its last timestamp is the period). Every error names the field it
+is about.
 """
 
 from __future__ import annotations
 
+import random
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +67,8 @@ class Flow:
     rtt_ms: float
     start_s: float
     stop_s: float
+    bytes: int = 0           # 0: bulk until stop_s
+    ecn: bool | None = None  # None: classic_ecn (scalable flows always use ECN)
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class Udp:
     off_s: float
     start_s: float
     stop_s: float
+    exponential: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,7 @@ class Scenario:
     rate_steps: tuple[tuple[float, float], ...] = ()
     loss: float = 0.0
     udp: tuple[Udp, ...] = ()
+    trace: Path | None = None
 
     def flat(self, policy: str, channel: str = "", llm_latency_us: int = 0) -> str:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
@@ -85,12 +103,15 @@ class Scenario:
                  f"seed {self.seed}"]
         if channel:
             lines += [f"channel {channel}", f"llm_latency_us {llm_latency_us}"]
-        lines += [f"flow {f.cc} {f.rtt_ms} {f.start_s} {f.stop_s}" for f in self.flows]
+        lines += [f"flow {f.cc} {f.rtt_ms} {f.start_s} {f.stop_s} {f.bytes} "
+                  f"{-1 if f.ecn is None else int(f.ecn)}" for f in self.flows]
         lines += [f"rate_at {t} {r}" for t, r in self.rate_steps]
+        if self.trace is not None:
+            lines.append(f"trace {self.trace.resolve()}")
         if self.loss:
             lines.append(f"loss {self.loss}")
         lines += [f"udp {u.rate_mbps} {u.on_s} {u.off_s} {u.start_s} {u.stop_s}"
-                  for u in self.udp]
+                  + (" exp" if u.exponential else "") for u in self.udp]
         return "\n".join(lines) + "\n"
 
 
@@ -117,9 +138,8 @@ def _tables(where: str, value: Any) -> list[dict[str, Any]]:
     return value
 
 
-def trace_steps(path: Path, duration_s: float, bin_ms: float,
-                where: str) -> list[tuple[float, float]]:
-    """A Mahimahi trace as capacity steps: delivery opportunities per bin, looped."""
+def check_trace(path: Path, where: str) -> int:
+    """A readable Mahimahi trace: integer ms, in time order. Returns its line count."""
     try:
         text = path.read_text()
     except OSError as e:
@@ -131,19 +151,42 @@ def trace_steps(path: Path, duration_s: float, bin_ms: float,
                             "per line)") from e
     if not times or times != sorted(times) or times[0] < 0:
         raise ScenarioError(f"{where}: {path} is empty or not in time order")
-    period_ms = max(times[-1], 1)
-    steps = []
-    nbins = int(duration_s * 1000 / bin_ms + 0.999)
-    for b in range(nbins):
-        lo = (b * bin_ms) % period_ms
-        count = sum(1 for t in times if lo <= t < lo + bin_ms)
-        steps.append((b * bin_ms / 1000, max(0.01, count * 1500 * 8 / (bin_ms / 1000) / 1e6)))
-    return steps
+    if times[-1] == 0:
+        raise ScenarioError(f"{where}: {path} has no duration (last timestamp 0 ms)")
+    return len(times)
+
+
+def trace_rate(path: Path, bin_ms: float = 100) -> tuple[list[float], list[float]]:
+    """The trace's capacity over one period, Mbit/s per bin (for plots and docs)."""
+    times = [int(line) for line in path.read_text().split()]
+    n = int(times[-1] / bin_ms) + 1
+    counts = [0] * n
+    for t in times:
+        counts[min(n - 1, int(t / bin_ms))] += 1
+    return ([b * bin_ms / 1000 for b in range(n)],
+            [c * 1500 * 8 / (bin_ms / 1000) / 1e6 for c in counts])
+
+
+def _ecn(where: str, value: Any) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{where}: want true or false, got {value!r}")
+    return value
+
+
+def _cc(where: str, cc: Any) -> str:
+    if cc not in CCS:
+        raise ScenarioError(f"{where}: {cc!r}, want one of {', '.join(CCS)}")
+    return cc
+
+
+MAX_FLOWS = 1000
 
 
 def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = None) -> Scenario:
     _check_keys(origin, data, {"name", "rate_mbps", "duration_s", "classic_ecn", "seed",
-                               "flows", "rate_steps", "loss", "udp", "trace", "trace_bin_ms"})
+                               "flows", "short_flows", "rate_steps", "loss", "udp", "trace"})
     duration = _number(f"{origin}: duration_s", data.get("duration_s", 10), 0.1, 3600)
     rate = _number(f"{origin}: rate_mbps", data.get("rate_mbps", 50), 0.01, 100_000)
     ecn = data.get("classic_ecn", True)
@@ -160,49 +203,74 @@ def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = No
         where = f"{origin}: flows[{i}]"
         if not isinstance(f, dict):
             raise ScenarioError(f"{where}: want a table")
-        _check_keys(where, f, {"cc", "rtt_ms", "count", "start_s", "stop_s"})
-        cc = f.get("cc")
-        if cc not in CCS:
-            raise ScenarioError(f"{where}.cc: {cc!r}, want one of {', '.join(CCS)}")
+        _check_keys(where, f, {"cc", "rtt_ms", "count", "start_s", "stop_s", "ecn",
+                               "size_kb"})
+        cc = _cc(f"{where}.cc", f.get("cc"))
         rtt = _number(f"{where}.rtt_ms", f.get("rtt_ms", 20), 2, 2000)
         start = _number(f"{where}.start_s", f.get("start_s", 0), 0, duration)
         stop = _number(f"{where}.stop_s", f.get("stop_s", duration), 0, duration)
         if stop <= start:
             raise ScenarioError(f"{where}.stop_s: {stop} is not after start_s {start}")
         count = int(_number(f"{where}.count", f.get("count", 1), 1, 64))
-        flows += [Flow(cc, rtt, start, stop)] * count
-    if len(flows) > 256:
-        raise ScenarioError(f"{origin}: flows: {len(flows)} flows, at most 256")
+        size = f.get("size_kb")
+        nbytes = 0 if size is None else int(_number(f"{where}.size_kb", size, 1, 10**7) * 1000)
+        flows += [Flow(cc, rtt, start, stop, nbytes, _ecn(f"{where}.ecn", f.get("ecn")))] * count
+    rng = random.Random(seed)
+    for i, f in enumerate(_tables(f"{origin}: short_flows", data.get("short_flows"))):
+        where = f"{origin}: short_flows[{i}]"
+        _check_keys(where, f, {"cc", "rtt_ms", "per_s", "size_kb", "start_s", "stop_s", "ecn"})
+        cc = _cc(f"{where}.cc", f.get("cc"))
+        rtt = _number(f"{where}.rtt_ms", f.get("rtt_ms", 20), 2, 2000)
+        per_s = _number(f"{where}.per_s", f.get("per_s"), 0.001, 1000)
+        nbytes = int(_number(f"{where}.size_kb", f.get("size_kb"), 1, 10**7) * 1000)
+        start = _number(f"{where}.start_s", f.get("start_s", 0), 0, duration)
+        stop = _number(f"{where}.stop_s", f.get("stop_s", duration), 0, duration)
+        if stop <= start:
+            raise ScenarioError(f"{where}.stop_s: {stop} is not after start_s {start}")
+        flow_ecn = _ecn(f"{where}.ecn", f.get("ecn"))
+        t = start + rng.expovariate(per_s)
+        while t < stop:
+            flows.append(Flow(cc, rtt, round(t, 6), duration, nbytes, flow_ecn))
+            if len(flows) > MAX_FLOWS:
+                break
+            t += rng.expovariate(per_s)
+    if len(flows) > MAX_FLOWS:
+        raise ScenarioError(f"{origin}: flows: {len(flows)} flows (short_flows included), "
+                            f"at most {MAX_FLOWS}")
     steps: list[tuple[float, float]] = []
     for i, st in enumerate(_tables(f"{origin}: rate_steps", data.get("rate_steps"))):
         where = f"{origin}: rate_steps[{i}]"
         _check_keys(where, st, {"at_s", "rate_mbps"})
         steps.append((_number(f"{where}.at_s", st.get("at_s"), 0, duration),
                       _number(f"{where}.rate_mbps", st.get("rate_mbps"), 0.01, 100_000)))
+    trace_path = None
     if "trace" in data:
         if steps:
             raise ScenarioError(f"{origin}: trace and rate_steps both set: choose one")
         trace = data["trace"]
         if not isinstance(trace, str):
             raise ScenarioError(f"{origin}: trace: want a file name")
-        path = (base or Path.cwd()) / trace
-        bin_ms = _number(f"{origin}: trace_bin_ms", data.get("trace_bin_ms", 100), 1, 10_000)
-        steps = trace_steps(path, duration, bin_ms, f"{origin}: trace")
+        trace_path = (base or Path.cwd()) / trace
+        check_trace(trace_path, f"{origin}: trace")
     loss = _number(f"{origin}: loss", data.get("loss", 0.0), 0, 0.5)
     udp: list[Udp] = []
     for i, u in enumerate(_tables(f"{origin}: udp", data.get("udp"))):
         where = f"{origin}: udp[{i}]"
-        _check_keys(where, u, {"rate_mbps", "on_s", "off_s", "start_s", "stop_s"})
+        _check_keys(where, u, {"rate_mbps", "on_s", "off_s", "start_s", "stop_s", "pattern"})
         start = _number(f"{where}.start_s", u.get("start_s", 0), 0, duration)
         stop = _number(f"{where}.stop_s", u.get("stop_s", duration), 0, duration)
         if stop <= start:
             raise ScenarioError(f"{where}.stop_s: {stop} is not after start_s {start}")
+        pattern = u.get("pattern", "constant")
+        if pattern not in ("constant", "exponential"):
+            raise ScenarioError(f"{where}.pattern: {pattern!r}, want constant or exponential")
         udp.append(Udp(_number(f"{where}.rate_mbps", u.get("rate_mbps"), 0.001, 100_000),
                        _number(f"{where}.on_s", u.get("on_s", 1), 0.001, 3600),
-                       _number(f"{where}.off_s", u.get("off_s", 0), 0, 3600), start, stop))
+                       _number(f"{where}.off_s", u.get("off_s", 0), 0, 3600), start, stop,
+                       pattern == "exponential"))
     name = data.get("name", origin)
     return Scenario(str(name), rate, duration, ecn, seed, tuple(flows), tuple(steps), loss,
-                    tuple(udp))
+                    tuple(udp), trace_path)
 
 
 def load(path: str | Path) -> Scenario:
