@@ -129,12 +129,16 @@ def main(seconds: float, as_json: bool) -> None:
     if not HOST.is_file():
         raise click.ClickException("build/aqm-host missing: run `make`")
     wake_on_time()  # as aqmllmd does
-    results = {"throughput": throughput(seconds),
+    # The closed loop needs two idle cores (host and daemon): other load shows in it.
+    results = {"load_average_1m_before": os.getloadavg()[0], "cpus": os.cpu_count(),
+               "throughput": throughput(seconds),
                "closed_loop": [closed_loop(r, seconds) for r in (50_000, 200_000, 1_000_000)]}
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     t = results["throughput"]
+    click.echo(f"{results['cpus']} CPUs, load average {results['load_average_1m_before']:.2f} "
+               "before the run (the closed loop wants two idle cores)")
     click.echo(f"serving path, one core: {t['batched_1024_states_per_s']:,.0f} states/s batched "
                f"(1024), {t['one_at_a_time_states_per_s']:,.0f} one at a time "
                f"(x{t['batching_gain']:.0f})")
