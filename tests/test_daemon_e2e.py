@@ -187,3 +187,82 @@ def test_idle_daemon_does_not_burn_a_core(tmp_path: Path) -> None:
         daemon.kill()
         daemon.wait()
         region.close(unlink=True)
+
+
+def hostile_models(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """Model files a daemon must refuse, each with the words its refusal must contain."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from aqmllmd.default_model import DEFAULT_MODEL
+    from aqmllmd.default_model.build import to_onnx
+    from aqmllmd.features import N_FEATURES
+
+    def params(n_in: int = N_FEATURES) -> dict:
+        rng = np.random.default_rng(0)
+        return {"mean": np.zeros(n_in), "std": np.ones(n_in),
+                "w1": rng.normal(size=(n_in, 8)), "b1": np.zeros(8),
+                "w2": rng.normal(size=(8, 3)), "b2": np.zeros(3)}
+
+    def save(model: onnx.ModelProto, name: str, mode: int = 0o644) -> Path:
+        path = tmp / name
+        onnx.save(model, path)
+        os.chmod(path, mode)
+        return path
+
+    narrow = to_onnx(params(N_FEATURES - 1), "narrow")
+    narrow.graph.input[0].type.tensor_type.shape.dim[1].dim_value = N_FEATURES - 1
+    nan = to_onnx(params(), "nan")
+    for init in nan.graph.initializer:
+        if init.name == "b2":
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array([np.nan, 0, 0], np.float32),
+                                                       "b2"))
+    custom = to_onnx(params(), "custom")
+    custom.graph.node.append(helper.make_node("Exfiltrate", ["probs"], ["x"],
+                                              domain="com.evil"))
+    custom.opset_import.append(helper.make_opsetid("com.evil", 1))
+    truncated = tmp / "truncated.onnx"
+    truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:2000])
+    os.chmod(truncated, 0o644)
+    stranger = save(to_onnx(params(), "stranger"), "stranger.onnx")
+    os.chown(stranger, 12345, 12345)  # neither root nor the daemon's user
+    return {
+        "wrong shape": (save(narrow, "narrow.onnx"), "input shape"),
+        "NaN output": (save(nan, "nan.onnx"), "NaN"),
+        "custom operator": (save(custom, "custom.onnx"), "custom operator"),
+        "truncated": (truncated, "not a readable ONNX model|invalid"),
+        "world-writable": (save(to_onnx(params(), "ww"), "ww.onnx", 0o666),
+                           "writable by group or others"),
+        "another owner": (stranger, "owned by uid 12345"),
+    }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_hostile_models_and_requests_on_a_live_daemon(rig: Rig, tmp_path: Path) -> None:
+    """Each refused with a message naming what is wrong; the running model keeps
+    serving throughout, without a single failed batch."""
+    import re
+
+    import msgpack
+
+    from aqmllmd.ctl import Client
+
+    models = hostile_models(tmp_path)
+    rig.start_daemon()
+    served = rig.wait_model_decisions(200)["decisions_model"]
+    client = Client(rig.control, timeout_ms=5000)
+    try:
+        for what, (path, message) in models.items():
+            reply = client.raw(msgpack.packb({"cmd": "set_model", "args": {"path": str(path)}}))
+            assert not reply["ok"] and re.search(message, reply["error"]), (what, reply)
+        for frame in (os.urandom(256), msgpack.packb({"cmd": "set_model", "args": [1]}),
+                      msgpack.packb({"cmd": "x", "args": {"y": "z" * 100_000}})):
+            assert not client.raw(frame)["ok"]
+        status = client.call("status")
+        assert status["model"]["version"] == "interim-dualpi2-fit-1"
+        assert status["previous_model"] is None and status["model_failures"] == 0
+        rig.wait_model_decisions(served + 300)  # and it went on serving
+    finally:
+        client.close()
+    every_packet_decided(rig.finish())
