@@ -116,6 +116,8 @@ class TestScenarioFeatures:
         assert all(2 <= f.start_s < 10 for f in short)
         assert sorted(f.start_s for f in short) == [f.start_s for f in short]
         flat = sc.flat("dualpi2")
+        assert "step_threshold_us 1000" in flat and "target_us 15000" in flat
+        assert "step_threshold_us" not in sc.flat("pie")
         assert "flow cubic 20.0 0.0 10.0 0 0" in flat and "flow reno 20.0 0.0 10.0 50000 -1" in flat
         # Arrivals are drawn from the scenario's seed: the same file, the same flows.
         again = parse({"duration_s": 10, "seed": 3, "flows": [{"cc": "cubic"}],
@@ -139,6 +141,9 @@ class TestScenarioFeatures:
         ({"short_flows": [{"cc": "cubic", "size_kb": 10}]}, r"short_flows\[0\].per_s"),
         ({"short_flows": [{"cc": "quic", "per_s": 1, "size_kb": 10}]}, r"short_flows\[0\].cc"),
         ({"short_flows": [{"cc": "reno", "per_s": 500, "size_kb": 10}]}, "at most 1000"),
+        ({"dualpi2": {"step_us": 2000}}, "dualpi2: unknown field.*step_us"),
+        ({"dualpi2": {"target_us": 0}}, r"dualpi2.target_us.*outside"),
+        ({"dualpi2": 5}, r"dualpi2: want a \[dualpi2\] table"),
     ])
     def test_bad_capacity_and_background_fields(self, tmp_path: Path, data: dict,
                                                  message: str) -> None:

@@ -76,3 +76,12 @@ def test_time_series_counts_match_the_run(tmp_path: Path) -> None:
     ts2 = np.genfromtxt(tmp_path / "fifo" / "timeseries.csv", delimiter=",", names=True)
     assert {"marks", "drops", "sojourn_p99_ms"} <= set(ts2.dtype.names)
     assert r2["utilisation"] > 0.9
+
+
+def test_the_step_threshold_reaches_the_core() -> None:
+    # At 10 Mbit/s one 1500-byte packet takes 1.2 ms on the wire: a 1 ms step marks an L
+    # queue of one packet; 3 ms (over 2 packets) almost never (sim/README.md).
+    base = {"rate_mbps": 10, "duration_s": 5, "flows": PAIR}
+    low = run(parse(base), "dualpi2")
+    high = run(parse({**base, "dualpi2": {"step_threshold_us": 3000}}), "dualpi2")
+    assert high["step_marks"] < low["step_marks"] / 5

@@ -28,6 +28,10 @@
     stop_s = 20             # optional: no arrival after this
     ecn = true              # optional
 
+    [dualpi2]               # optional: the core's DualPI2 (policies dualpi2 and llm)
+    step_threshold_us = 1000  # L queue step marking threshold
+    target_us = 15000       # PI target delay
+
     [[rate_steps]]          # optional: capacity changes
     at_s = 10
     rate_mbps = 25
@@ -93,6 +97,8 @@ class Scenario:
     loss: float = 0.0
     udp: tuple[Udp, ...] = ()
     trace: Path | None = None
+    step_threshold_us: int = 1000  # the core's DualPI2 (policies dualpi2 and llm)
+    target_us: int = 15000
 
     def flat(self, policy: str, channel: str = "", llm_latency_us: int = 0) -> str:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
@@ -103,6 +109,9 @@ class Scenario:
                  f"seed {self.seed}"]
         if channel:
             lines += [f"channel {channel}", f"llm_latency_us {llm_latency_us}"]
+        if policy in ("dualpi2", "llm"):
+            lines += [f"step_threshold_us {self.step_threshold_us}",
+                      f"target_us {self.target_us}"]
         lines += [f"flow {f.cc} {f.rtt_ms} {f.start_s} {f.stop_s} {f.bytes} "
                   f"{-1 if f.ecn is None else int(f.ecn)}" for f in self.flows]
         lines += [f"rate_at {t} {r}" for t, r in self.rate_steps]
@@ -186,7 +195,8 @@ MAX_FLOWS = 1000
 
 def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = None) -> Scenario:
     _check_keys(origin, data, {"name", "rate_mbps", "duration_s", "classic_ecn", "seed",
-                               "flows", "short_flows", "rate_steps", "loss", "udp", "trace"})
+                               "flows", "short_flows", "rate_steps", "loss", "udp", "trace",
+                               "dualpi2"})
     duration = _number(f"{origin}: duration_s", data.get("duration_s", 10), 0.1, 3600)
     rate = _number(f"{origin}: rate_mbps", data.get("rate_mbps", 50), 0.01, 100_000)
     ecn = data.get("classic_ecn", True)
@@ -268,9 +278,17 @@ def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = No
                        _number(f"{where}.on_s", u.get("on_s", 1), 0.001, 3600),
                        _number(f"{where}.off_s", u.get("off_s", 0), 0, 3600), start, stop,
                        pattern == "exponential"))
+    core = data.get("dualpi2", {})
+    if not isinstance(core, dict):
+        raise ScenarioError(f"{origin}: dualpi2: want a [dualpi2] table")
+    _check_keys(f"{origin}: dualpi2", core, {"step_threshold_us", "target_us"})
+    step_us = int(_number(f"{origin}: dualpi2.step_threshold_us",
+                          core.get("step_threshold_us", 1000), 1, 1_000_000))
+    target_us = int(_number(f"{origin}: dualpi2.target_us", core.get("target_us", 15000),
+                            1, 1_000_000))
     name = data.get("name", origin)
     return Scenario(str(name), rate, duration, ecn, seed, tuple(flows), tuple(steps), loss,
-                    tuple(udp), trace_path)
+                    tuple(udp), trace_path, step_us, target_us)
 
 
 def load(path: str | Path) -> Scenario:

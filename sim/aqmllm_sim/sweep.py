@@ -30,4 +30,4 @@ def sweep(scenarios: list[Scenario], policies: list[str], jobs: int = 2,
         remote = ray.remote(_one)
         return ray.get([remote.remote(w) for w in work])
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(tqdm(pool.map(_one, work), total=len(work), desc="sweep"))
+        return list(tqdm(pool.map(_one, work), total=len(work), desc="sweep", disable=None))

@@ -23,6 +23,7 @@
  *                                         on and off periods with those means)
  *   timeseries <path> / interval_s <s> / sojourns <path> / record <path>
  *   channel <shm name> / llm_latency_us <us>   (policy llm)
+ *   step_threshold_us <us> / target_us <us>    (the core's DualPI2, dualpi2 and llm)
  *   progress_s <s>                       (print "progress <t>" to stdout)
  *
  * Every sender has its own 1 Gbit/s access link (one-way delay chosen so the
@@ -82,6 +83,8 @@ struct Scenario
     double intervalS = 0.1;
     double progressS = 0;
     uint32_t llmLatencyUs = 0; // llm policy: emulated inference latency
+    uint32_t stepThresholdUs = 1000; // the core: L queue step marking threshold
+    uint32_t targetUs = 15000;       // the core: PI target delay
     std::vector<FlowSpec> flows;
     std::vector<std::pair<double, double>> rateAt; // (time s, Mbit/s)
     double loss = 0;
@@ -139,6 +142,10 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.progressS) && s.progressS > 0;
         else if (key == "llm_latency_us")
             ok = static_cast<bool>(ls >> s.llmLatencyUs);
+        else if (key == "step_threshold_us")
+            ok = static_cast<bool>(ls >> s.stepThresholdUs) && s.stepThresholdUs >= 1;
+        else if (key == "target_us")
+            ok = static_cast<bool>(ls >> s.targetUs) && s.targetUs >= 1;
         else if (key == "rate_at")
         {
             double t, r;
@@ -752,14 +759,18 @@ main(int argc, char* argv[])
     TrafficControlHelper tch;
     if (sc.policy == "dualpi2")
         tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed),
-                             "RecordPath", StringValue(sc.record));
+                             "RecordPath", StringValue(sc.record), "StepThresholdUs",
+                             UintegerValue(sc.stepThresholdUs), "TargetUs",
+                             UintegerValue(sc.targetUs));
     else if (sc.policy == "llm")
     {
         NS_ABORT_MSG_IF(sc.channel.empty(), "policy llm needs a channel");
         tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed), "Channel",
                              StringValue(sc.channel), "InferenceLatencyUs",
                              UintegerValue(sc.llmLatencyUs), "RecordPath",
-                             StringValue(sc.record));
+                             StringValue(sc.record), "StepThresholdUs",
+                             UintegerValue(sc.stepThresholdUs), "TargetUs",
+                             UintegerValue(sc.targetUs));
     }
     else if (sc.policy == "fifo")
         tch.SetRootQueueDisc("ns3::FifoQueueDisc", "MaxSize", StringValue("1000p"));
