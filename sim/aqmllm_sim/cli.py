@@ -110,6 +110,12 @@ def compare(scenario: str, policies: str, model: str | None, inference_latency_u
         raise click.ClickException(str(e)) from e
     finally:
         bar.close()
+    if out is not None:
+        from .plots import compare_cdf
+
+        compare_cdf({p: out / p / "sojourns.bin" for p in names}, out / "sojourn_cdf.png",
+                    f"{sc.name}: sojourn per policy")
+        (out / "compare.json").write_text(json.dumps(results, indent=2))
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -192,6 +198,11 @@ def sweep_cmd(scenarios: tuple[str, ...], policies: str, jobs: int, ray_address:
         results = sweep([_scenario(s) for s in scenarios], names, jobs, ray_address, out)
     except (RunError, ScenarioError) as e:
         raise click.ClickException(str(e)) from e
+    if out is not None:
+        from .plots import sweep_summary
+
+        (out / "sweep.json").write_text(json.dumps(results, indent=2))
+        sweep_summary(results, out / "sweep.png")
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
