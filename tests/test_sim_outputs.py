@@ -81,3 +81,33 @@ def test_recording_under_the_model_in_the_loop(tmp_path: Path) -> None:
     rows = load_rows(tmp_path / "rows.bin")
     assert r["recorded"] == len(rows) > 1000
     assert (rows["source"] == 1).mean() > 0.99  # the model decided them
+
+
+def test_compare_and_sweep_write_their_tables_and_figures(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text('name = "tiny"\nrate_mbps = 10\nduration_s = 2\n'
+                        '[[flows]]\ncc = "dctcp"\n[[flows]]\ncc = "cubic"\n')
+    r = CliRunner().invoke(cli, ["compare", str(scenario), "--policies", "dualpi2,fifo",
+                                 "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert lines[0].split()[:3] == ["policy", "util", "jain"]
+    assert [line.split()[0] for line in lines[1:]] == ["dualpi2", "fifo"]
+    for name in ("sojourn_cdf.png", "compare.json", "dualpi2/result.json", "fifo/cwnd.png"):
+        assert (tmp_path / "cmp" / name).stat().st_size > 0, name
+    r = CliRunner().invoke(cli, ["sweep", str(scenario), "--policies", "dualpi2,fifo",
+                                 "--jobs", "2", "--out", str(tmp_path / "sw")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "sw" / "sweep.png").stat().st_size > 0
+    r = CliRunner().invoke(cli, ["compare", str(scenario), "--policies", "dualpi2,wred"])
+    assert r.exit_code != 0 and "unknown policies ['wred']" in r.output
+
+
+def test_the_cli_refuses_a_bad_scenario_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[flows]]\ncc = "cubic"\nrtt_ms = 0\n')
+    r = CliRunner().invoke(cli, ["run", str(bad)])
+    assert r.exit_code != 0 and "flows[0].rtt_ms: 0 is outside [2, 2000]" in r.output
+    bad.write_text('trace = "nowhere.mahimahi"\n[[flows]]\ncc = "cubic"\n')
+    r = CliRunner().invoke(cli, ["run", str(bad)])
+    assert r.exit_code != 0 and "trace: cannot read trace" in r.output
