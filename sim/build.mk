@@ -5,10 +5,11 @@ NS3_LIBS := core network internet traffic-control point-to-point applications
 
 ifneq ($(NS3_DIR),)
 $(BUILD)/aqm-sim: sim/ns3/aqm-sim.cc sim/ns3/aqm-llm-queue-disc.cc \
-    sim/ns3/aqm-llm-queue-disc.h $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
+    sim/ns3/aqm-llm-queue-disc.h sim/ns3/behaviour-policy.cc sim/ns3/behaviour-policy.h $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
 	$(CXX) -std=c++20 -O2 -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I$(NS3_DIR)/include $(CORE_INC) -Isim/ns3 \
-		sim/ns3/aqm-sim.cc sim/ns3/aqm-llm-queue-disc.cc $(BUILD)/libaqmcore.a \
+		sim/ns3/aqm-sim.cc sim/ns3/aqm-llm-queue-disc.cc sim/ns3/behaviour-policy.cc \
+		$(BUILD)/libaqmcore.a \
 		-L$(NS3_DIR)/lib64 -Wl,--no-as-needed -Wl,-rpath,$(NS3_DIR)/lib64 \
 		$(NS3_LIBS:%=-lns3.44-%) -o $@
 

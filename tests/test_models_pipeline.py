@@ -151,31 +151,88 @@ def test_classification_report() -> None:
     assert 0 < rep["macro_f1"] < 1
 
 
+def _dataset(tmp_path: Path, n: int = 400, seed: int = 0) -> Path:
+    from aqmllm_sim.dataset import ROW_DTYPE, save_npz
+
+    cols = synthetic_columns(n, seed)
+    rows = np.zeros(n, ROW_DTYPE)
+    for name in STATE_DTYPE.names:
+        rows["state"][name] = cols[name]
+    rows["dequeue_ns"] = cols["ts_ns"] + cols["packet_sojourn_ns"].astype(np.uint64)
+    rows["action"] = cols["action"]
+    return save_npz(rows, tmp_path / f"d{seed}.npz", {"runs": [{"seed": 1, "recorded": n}]})
+
+
 def test_train_cli_end_to_end(tmp_path: Path) -> None:
     import json
 
     from click.testing import CliRunner
 
     from aqmllm_models.cli import cli
-    from aqmllm_sim.dataset import ROW_DTYPE, save_npz
 
-    cols = synthetic_columns(400)
-    rows = np.zeros(400, ROW_DTYPE)
-    for name in STATE_DTYPE.names:
-        rows["state"][name] = cols[name]
-    rows["dequeue_ns"] = cols["ts_ns"] + cols["packet_sojourn_ns"].astype(np.uint64)
-    rows["action"] = cols["action"]
-    data = save_npz(rows, tmp_path / "d.npz", {"runs": [{"seed": 1, "recorded": 400}]})
+    data, more = _dataset(tmp_path), _dataset(tmp_path, 300, seed=1)
     run = CliRunner().invoke
-    r = run(cli, ["teacher", str(data), "--tiny", "--max-steps", "5", "--out",
+    r = run(cli, ["teacher", str(data), str(more), "--tiny", "--max-steps", "5", "--out",
                   str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
-    r = run(cli, ["distill", str(data), str(tmp_path / "t"), "--tiny", "--epochs", "3",
-                  "--out", str(tmp_path / "s.onnx")])
+    train = json.loads((tmp_path / "t" / "train.json").read_text())
+    assert train["steps"] == 5 and len(train["class_weights"]) == 3
+    assert (tmp_path / "t" / "heads.safetensors").is_file()  # no pickle
+    r = run(cli, ["distill", str(tmp_path / "t"), str(data), "--tiny", "--epochs", "3",
+                  "--out", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output.strip().splitlines()[-1])["max_abs_diff"] < 1e-4
-    r = run(cli, ["evaluate", str(data), str(tmp_path / "s.onnx")])
+    assert json.loads(r.stdout.strip().splitlines()[-1])["calibrated"] is True
+    r = run(cli, ["export", str(tmp_path / "s"), str(data), "--out", str(tmp_path / "s.onnx"),
+                  "--int8", str(tmp_path / "q.onnx")])
+    assert r.exit_code == 0, r.output
+    exported = json.loads(r.stdout.strip().splitlines()[-1])
+    assert exported["max_abs_diff"] < 1e-4 and exported["int8"]["argmax_agreement"] > 0.9
+    r = run(cli, ["evaluate", str(tmp_path / "s.onnx"), str(data)])
     assert r.exit_code == 0 and "macro_f1" in r.output
+
+
+def test_calibration_undoes_the_class_weights() -> None:
+    from aqmllm_models.train import calibrate, class_weights
+
+    actions = np.array([0] * 96 + [1] * 1 + [2] * 3)
+    w = class_weights(actions).numpy()
+    true = np.array([[0.96, 0.01, 0.03]])
+    weighted = true * w / (true * w).sum()  # what a weighted loss drives the model to
+    assert weighted[0, 1] > 0.2  # sampled as is, a third of packets would be dropped
+    np.testing.assert_allclose(calibrate(weighted, w), true, rtol=1e-5)
+
+
+def test_checkpoint_resume_continues_where_it_stopped(steps, tmp_path: Path) -> None:  # noqa: ANN001
+    import torch
+
+    from aqmllm_models.train import train_teacher, trainable_state
+
+    ck = tmp_path / "ck"
+    straight = model_for(steps)
+    r_all = train_teacher(straight, steps, k=8, batch=16, max_steps=6, progress=False)
+    first = model_for(steps)
+    train_teacher(first, steps, k=8, batch=16, max_steps=3, progress=False, checkpoint=ck,
+                  checkpoint_every=2)
+    assert (ck / "progress.json").is_file() and not (tmp_path / "ck.tmp").exists()
+    resumed = model_for(steps)  # a fresh process's model, same initial weights
+    r = train_teacher(resumed, steps, k=8, batch=16, max_steps=6, progress=False,
+                      checkpoint=ck, resume=True)
+    assert r["steps"] == 6
+    np.testing.assert_allclose(r["losses"], r_all["losses"], rtol=1e-4)
+    a, b = trainable_state(straight), trainable_state(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_checkpoint_of_another_model_is_refused(steps, tmp_path: Path) -> None:  # noqa: ANN001
+    import torch
+
+    from aqmllm_models.train import load_checkpoint, save_checkpoint
+
+    model = model_for(steps)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    save_checkpoint(tmp_path / "ck", model.head, opt, {"step": 1})
+    with pytest.raises(ValueError, match="another model"):
+        load_checkpoint(tmp_path / "ck", model, opt)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ns3") is None, reason="needs the sim extra")
@@ -196,13 +253,15 @@ def test_dagger_and_int8_quantisation(tmp_path: Path) -> None:
     r = run(cli, ["teacher", str(data), "--tiny", "--max-steps", "5", "--out",
                   str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
-    r = run(cli, ["dagger", str(scenario), str(data), str(tmp_path / "t"), "--tiny",
-                  "--rounds", "1", "--out", str(tmp_path / "s.onnx")])
+    r = run(cli, ["dagger", str(tmp_path / "t"), str(data), "--scenario", str(scenario),
+                  "--tiny", "--rounds", "1", "--max-windows", "500", "--max-visited", "300",
+                  "--out", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
-    summary = json.loads(r.output.strip().splitlines()[-1])
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["rounds"][0]["visited"] > 0  # the student drove the simulator
-    r = run(cli, ["quantize", str(tmp_path / "s.onnx"), str(data), "--out",
+    assert summary["rounds"][0]["labelled"] <= 300
+    r = run(cli, ["quantize", str(tmp_path / "s" / "model.onnx"), str(data), "--out",
                   str(tmp_path / "q.onnx")])
     assert r.exit_code == 0, r.output
-    q = json.loads(r.output.strip().splitlines()[-1])
+    q = json.loads(r.stdout.strip().splitlines()[-1])
     assert q["argmax_agreement"] > 0.9 and q["bytes"]["int8"] < q["bytes"]["float"]

@@ -11,10 +11,10 @@ import click
 import numpy as np
 
 
-def _steps(dataset: str):  # noqa: ANN202
+def _steps(*datasets: str):  # noqa: ANN202
     from .data import load
 
-    return load(dataset)
+    return load(*datasets)
 
 
 def _teacher(steps, backbone: str | None, tiny: bool, full: bool = False):  # noqa: ANN001, ANN202
@@ -36,31 +36,62 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
+@click.argument("datasets", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
 @click.option("--backbone", default=None, help="HF model dir or GGUF file (default SmolLM2)")
 @click.option("--tiny", is_flag=True, help="a tiny random Llama instead (tests, smoke runs)")
 @click.option("--window", default=8, show_default=True)
 @click.option("--epochs", default=1, show_default=True)
 @click.option("--max-steps", default=None, type=int)
+@click.option("--batch", default=32, show_default=True, help="windows per step (all processes)")
 @click.option("--lr", default=1e-3, show_default=True)
+@click.option("--checkpoint-every", default=50, show_default=True)
+@click.option("--resume", is_flag=True, help="continue from OUT/checkpoint")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def teacher(dataset: str, backbone: str | None, tiny: bool, window: int, epochs: int,
-            max_steps: int | None, lr: float, out: Path) -> None:
-    """Return-conditioned offline RL on a recorded DATASET; saves adapters and heads."""
-    import torch
+def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window: int,
+            epochs: int, max_steps: int | None, batch: int, lr: float, checkpoint_every: int,
+            resume: bool, out: Path) -> None:
+    """Return-conditioned offline RL on recorded DATASETS; saves adapters and heads.
 
+    Under `accelerate launch` it runs on every process given (GPUs, machines)."""
     from .train import train_teacher
 
-    steps = _steps(dataset)
+    steps = _steps(*datasets)
     model = _teacher(steps, backbone, tiny)
-    r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps)
     out.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(out / "adapter")  # LoRA adapters, the Hugging Face way
-    torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")},
-               out / "heads.pt")
-    (out / "train.json").write_text(json.dumps({**r, "dataset": dataset, "window": window,
-                                                "tiny": tiny, "backbone": backbone}, indent=2))
-    click.echo(json.dumps(r))
+    r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps,
+                      batch=batch, checkpoint=out / "checkpoint",
+                      checkpoint_every=checkpoint_every, resume=resume)
+    save_teacher(model, out, {**r, "datasets": list(datasets), "window": window, "tiny": tiny,
+                              "backbone": backbone, "lr": lr, "batch": batch,
+                              "windows_available": int(len(steps.actions))})
+    click.echo(json.dumps({k: v for k, v in r.items() if k != "losses"}))
+
+
+def save_teacher(model, out: Path, info: dict) -> None:  # noqa: ANN001
+    """Adapters the Hugging Face way; encoder, embeddings and head as safetensors."""
+    from safetensors.torch import save_file
+
+    model.backbone.save_pretrained(out / "adapter")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+               if not k.startswith("backbone.")}, out / "heads.safetensors")
+    (out / "train.json").write_text(json.dumps(info, indent=2))
+
+
+def _load_teacher(steps, teacher_dir: Path, backbone: str | None, tiny: bool):  # noqa: ANN001, ANN202
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model = _teacher(steps, backbone, tiny)
+    set_peft_model_state_dict(model.backbone,
+                              load_file(teacher_dir / "adapter" / "adapter_model.safetensors"))
+    model.load_state_dict(load_file(teacher_dir / "heads.safetensors"), strict=False)
+    return model
+
+
+def _teacher_weights(teacher_dir: Path) -> np.ndarray | None:
+    info = json.loads((teacher_dir / "train.json").read_text())
+    return np.array(info["class_weights"]) if "class_weights" in info else None
 
 
 @cli.command("lora-vs-full")
@@ -109,111 +140,81 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
 
 
 @cli.command()
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
 @click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("datasets", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
 @click.option("--backbone", default=None)
 @click.option("--tiny", is_flag=True)
 @click.option("--target-return-quantile", default=0.9, show_default=True,
               help="condition the teacher on this quantile of recorded returns")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--max-windows", default=20000, show_default=True,
+              help="states the teacher labels (its forward pass is the cost)")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="undo the training's class weights, so the student can be sampled")
 @click.option("--epochs", default=20, show_default=True)
-def distill(dataset: str, teacher_dir: Path, backbone: str | None, tiny: bool,
-            target_return_quantile: float, out: Path, epochs: int) -> None:
-    """Distil the teacher into the student on recorded states; export it to ONNX."""
-    from .student import Student, export
+@click.option("--hidden", default=64, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="student directory (student.safetensors, student.json)")
+def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, tiny: bool,
+            target_return_quantile: float, max_windows: int, calibrate: bool, epochs: int,
+            hidden: int, out: Path) -> None:
+    """Distil the teacher into the student on recorded states (KL to its distributions)."""
+    from .student import Student
     from .student import distill as run_distill
+    from .student import save as save_student
     from .train import teacher_probs
 
-    steps = _steps(dataset)
+    steps = _steps(*datasets)
     model = _load_teacher(steps, teacher_dir, backbone, tiny)
     target = float(np.quantile(steps.returns, target_return_quantile))
     t0 = time.perf_counter()
-    probs, idx = teacher_probs(model, steps, target_return=target)
+    probs, idx = teacher_probs(model, steps, target_return=target, max_windows=max_windows,
+                               weights=_teacher_weights(teacher_dir) if calibrate else None,
+                               progress=True)
+    t_label = time.perf_counter() - t0
     x = steps.features[idx]
-    student = Student(steps.features.mean(0), steps.features.std(0))
+    student = Student(steps.features.mean(0), steps.features.std(0), hidden)
     history = run_distill(student, x, probs, epochs=epochs)
-    held = x[-min(1000, len(x)):]
-    parity = export(student, out, f"AQM-LLM student distilled from the teacher in "
-                    f"{teacher_dir}, conditioned on return {target:.2f}", held)
-    click.echo(json.dumps({"kl_first": history[0], "kl_last": history[-1], **parity,
-                           "seconds": time.perf_counter() - t0, "out": str(out)}))
-
-
-def _load_teacher(steps, teacher_dir: Path, backbone: str | None, tiny: bool):  # noqa: ANN001, ANN202
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    model = _teacher(steps, backbone, tiny)
-    set_peft_model_state_dict(model.backbone,
-                              load_file(teacher_dir / "adapter" / "adapter_model.safetensors"))
-    model.load_state_dict(torch.load(teacher_dir / "heads.pt"), strict=False)
-    return model
+    info = {"teacher": str(teacher_dir), "datasets": list(datasets), "target_return": target,
+            "target_return_quantile": target_return_quantile, "states": int(len(x)),
+            "calibrated": calibrate, "kl_first": history[0], "kl_last": history[-1],
+            "teacher_label_seconds": t_label,
+            "teacher_mean_probs": probs.mean(0).tolist()}
+    save_student(student, out, info)
+    click.echo(json.dumps(info))
 
 
 @cli.command()
-@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
-@click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--backbone", default=None)
-@click.option("--tiny", is_flag=True)
-@click.option("--rounds", default=2, show_default=True)
+@click.argument("student_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("datasets", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def dagger(scenario: str, dataset: str, teacher_dir: Path, backbone: str | None, tiny: bool,
-           rounds: int, out: Path) -> None:
-    """DAgger: the student drives the simulator, the teacher labels where it went.
+@click.option("--int8", "int8_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="also an int8 dynamically quantised copy here")
+@click.option("--version", default="student-1", show_default=True,
+              help="aqmllm.version in the model's metadata")
+def export(student_dir: Path, datasets: tuple[str, ...], out: Path, int8_out: Path | None,
+           version: str) -> None:
+    """The student as ONNX for aqmllmd, checked on held-out states of DATASETS.
 
-    Round 0 distils on DATASET; each round then runs SCENARIO on ns-3 with the current
-    student served by aqmllmd (policy llm), records the states it visited, has the
-    teacher label them, and distils again on everything gathered."""
-    import dataclasses
-    import tempfile
+    Parity between torch and ONNX Runtime within 1e-4, and the daemon's own validator."""
+    from .student import export as run_export
+    from .student import load as load_student
 
-    from aqmllm_sim.dataset import flatten, load_rows
-    from aqmllm_sim.runner import run
-    from aqmllm_sim.scenario import load as load_scenario
-
-    from .data import from_columns
-    from .student import Student, export
-    from .student import distill as run_distill
-    from .train import teacher_probs
-
-    steps = _steps(dataset)
-    teacher = _load_teacher(steps, teacher_dir, backbone, tiny)
-    target = float(np.quantile(steps.returns, 0.9))
-    probs, idx = teacher_probs(teacher, steps, target_return=target)
-    xs, ps = [steps.features[idx]], [probs]
-    student = Student(steps.features.mean(0), steps.features.std(0))
-    sc = load_scenario(scenario)
-    log = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for rnd in range(rounds + 1):
-            run_distill(student, np.concatenate(xs), np.concatenate(ps), epochs=10)
-            export(student, out, f"AQM-LLM student after DAgger round {rnd}",
-                   np.concatenate(xs)[-500:])
-            if rnd == rounds:
-                break
-            rows_path = Path(tmp, f"round-{rnd}.bin")
-            r = run(dataclasses.replace(sc, seed=rnd + 1), "llm", model=str(out),
-                    record=rows_path)
-            rows = load_rows(rows_path)
-            visited = from_columns(flatten(rows), [len(rows)])
-            p, i = teacher_probs(teacher, visited, target_return=target)
-            xs.append(visited.features[i])
-            ps.append(p)
-            log.append({"round": rnd, "visited": len(rows), "utilisation": r["utilisation"],
-                        "l_p99_ms": r["sojourn_ms_l"]["p99"], "c_p99_ms": r["sojourn_ms_c"]["p99"]})
-            click.echo(json.dumps(log[-1]))
-    click.echo(json.dumps({"out": str(out), "states": int(sum(len(x) for x in xs)),
-                           "rounds": log}))
+    student, info = load_student(student_dir)
+    x = _steps(*datasets).features
+    held = x[np.random.default_rng(0).choice(len(x), min(2000, len(x)), replace=False)]
+    parity = run_export(student, out, f"AQM-LLM student distilled from the teacher in "
+                        f"{info.get('teacher')}, conditioned on return "
+                        f"{info.get('target_return', 0):.2f}", held, version=version)
+    result = {"out": str(out), **parity}
+    if int8_out is not None:
+        result["int8"] = quantize_checked(out, int8_out, held)
+    click.echo(json.dumps(result))
 
 
-@cli.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def quantize(model: Path, dataset: str, out: Path) -> None:
-    """int8 dynamic quantisation, with its parity and quality on the dataset's states."""
+def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
+    """int8 dynamic quantisation; its parity and argmax agreement on states x."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -226,23 +227,122 @@ def quantize(model: Path, dataset: str, out: Path) -> None:
                                     + "-int8"})
     onnx.save(q, str(out))
     out.chmod(0o644)
-    x = _steps(dataset).features
     a, b = load_for_serving(model).run(x), load_for_serving(out).run(x)
-    click.echo(json.dumps({
-        "max_abs_diff": float(np.abs(a - b).max()),
-        "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
-        "bytes": {"float": model.stat().st_size, "int8": out.stat().st_size}}))
+    return {"max_abs_diff": float(np.abs(a - b).max()),
+            "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "bytes": {"float": model.stat().st_size, "int8": out.stat().st_size}}
 
 
 @cli.command()
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
+@click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("datasets", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--scenario", "scenarios", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="where the student drives (repeat for several)")
+@click.option("--backbone", default=None)
+@click.option("--tiny", is_flag=True)
+@click.option("--rounds", default=2, show_default=True)
+@click.option("--max-windows", default=20000, show_default=True,
+              help="states the teacher labels from the datasets")
+@click.option("--max-visited", default=5000, show_default=True,
+              help="visited states the teacher labels per scenario and round")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--hidden", default=64, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="student directory; OUT/model.onnx is what drove the last round")
+def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, ...],
+           backbone: str | None, tiny: bool, rounds: int, max_windows: int, max_visited: int,
+           epochs: int, hidden: int, out: Path) -> None:
+    """DAgger: the student drives the simulator, the teacher labels where it went.
+
+    Round 0 distils on DATASETS; each round then runs every SCENARIO on ns-3 with the
+    current student served by aqmllmd (policy llm), records the states it visited, has
+    the teacher label them, and distils again on everything gathered."""
+    from .dagger import run_dagger
+
+    log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,
+                     rounds=rounds, max_windows=max_windows, max_visited=max_visited,
+                     epochs=epochs, hidden=hidden, report=lambda r: click.echo(json.dumps(r)))
+    click.echo(json.dumps({"out": str(out), "rounds": log}))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("datasets", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def quantize(model: Path, datasets: tuple[str, ...], out: Path) -> None:
+    """int8 dynamic quantisation, with its parity and quality on the datasets' states."""
+    click.echo(json.dumps(quantize_checked(model, out, _steps(*datasets).features)))
+
+
+@cli.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-def evaluate(dataset: str, model: str) -> None:
-    """Macro-F1 and per-class recall of an exported MODEL against a dataset's actions."""
+@click.argument("datasets", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+def evaluate(model: str, datasets: tuple[str, ...]) -> None:
+    """Offline: macro-F1 and per-class recall of an exported MODEL against recorded actions.
+
+    The closed-loop evaluation is `aqmllm-train closed-loop`."""
     from aqmllmd.model import load as load_for_serving
 
     from .train import classification_report
 
-    steps = _steps(dataset)
+    steps = _steps(*datasets)
     probs = load_for_serving(model).run(steps.features)
     click.echo(json.dumps(classification_report(probs.argmax(1), steps.actions), indent=2))
+
+
+@cli.command("closed-loop")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("scenarios", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--policies", default="dualpi2,pie,codel", show_default=True,
+              help="baselines run beside the model (policy llm)")
+@click.option("--seeds", default="1", show_default=True, help="comma-separated seeds")
+@click.option("--jobs", default=2, show_default=True, help="baseline runs in parallel")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="results.json, table.md and figures here")
+@click.option("--json", "as_json", is_flag=True)
+def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds: str,
+                    jobs: int, out: Path, as_json: bool) -> None:
+    """The model against baselines in closed loop on ns-3 (default: the held-out set).
+
+    L4S and classic p99 sojourn, utilisation, Jain index and loss per scenario and
+    policy, as a table (OUT/table.md) and figures."""
+    from .closed_loop import HELD_OUT, evaluate_closed_loop, markdown_table
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    try:
+        rows = evaluate_closed_loop(Path(model), [Path(s) for s in scenarios] or HELD_OUT,
+                                    names, [int(x) for x in seeds.split(",")], out, jobs)
+    except (ValueError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps(rows, indent=2) if as_json else markdown_table(rows))
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                default="models/recipe.toml")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("models/default"), show_default=True,
+              help="model.onnx, its card (README.md) and the closed-loop results")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("build/model"), show_default=True,
+              help="datasets, teacher, student; stages already done there are skipped")
+@click.option("--tiny", is_flag=True, help="a tiny random Llama teacher (smoke runs, tests)")
+@click.option("--install/--no-install", default=False, show_default=True,
+              help="also make it aqmllmd's packaged default model")
+def pipeline(recipe: Path, out: Path, work: Path, tiny: bool, install: bool) -> None:
+    """Everything `make model` does: record, teacher, distill, DAgger, export, evaluate."""
+    from .recipe import Pipeline, RecipeError
+
+    try:
+        model = Pipeline(recipe, out, work, tiny=tiny, install=install, echo=click.echo).run()
+    except (RecipeError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"model: {model}; card: {out / 'README.md'}")
+
+
+if __name__ == "__main__":
+    cli()

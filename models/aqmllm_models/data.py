@@ -69,11 +69,26 @@ def from_columns(cols: dict[str, np.ndarray], run_sizes: list[int]) -> Steps:
                  np.concatenate(rets), np.array(starts, np.int64))
 
 
-def load(path: str | Path) -> Steps:
+def load(*paths: str | Path) -> Steps:
+    """Steps of one or more recorded datasets (several behaviour policies, say), in order."""
     from aqmllm_sim.dataset import load_npz
 
-    cols, meta = load_npz(path)
-    return from_columns(cols, [r["recorded"] for r in meta["runs"]])
+    if not paths:
+        raise ValueError("no dataset given")
+    parts = []
+    for path in paths:
+        cols, meta = load_npz(path)
+        parts.append(from_columns(cols, [r["recorded"] for r in meta["runs"]]))
+    return concat(parts)
+
+
+def concat(parts: list[Steps]) -> Steps:
+    offsets = np.cumsum([0] + [len(p.actions) for p in parts[:-1]])
+    return Steps(np.concatenate([p.features for p in parts]),
+                 np.concatenate([p.actions for p in parts]),
+                 np.concatenate([p.rewards for p in parts]),
+                 np.concatenate([p.returns for p in parts]),
+                 np.concatenate([p.run_starts + o for p, o in zip(parts, offsets, strict=True)]))
 
 
 def windows(steps: Steps, k: int) -> np.ndarray:

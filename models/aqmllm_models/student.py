@@ -31,6 +31,31 @@ class Student(nn.Module):
         return self.l2(torch.relu(self.l1((x - self.mean) / self.std)))
 
 
+def save(student: Student, out: Path, info: dict) -> None:
+    """The student's weights (safetensors: no pickle) and how it was made (student.json)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in student.state_dict().items()},
+              out / "student.safetensors")
+    (out / "student.json").write_text(json.dumps({"hidden": student.l1.out_features, **info},
+                                                 indent=2))
+
+
+def load(where: Path) -> tuple[Student, dict]:
+    import json
+
+    from safetensors.torch import load_file
+
+    info = json.loads((where / "student.json").read_text())
+    state = load_file(where / "student.safetensors")
+    student = Student(state["mean"].numpy(), state["std"].numpy(), int(info["hidden"]))
+    student.load_state_dict(state)
+    return student, info
+
+
 def distill(student: Student, x: np.ndarray, teacher_p: np.ndarray, epochs: int = 20,
             lr: float = 3e-3, batch: int = 256, seed: int = 0) -> list[float]:
     """KL(teacher || student) on recorded states; returns the loss per epoch."""
@@ -48,13 +73,13 @@ def distill(student: Student, x: np.ndarray, teacher_p: np.ndarray, epochs: int 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(j)
+            total += float(loss.detach()) * len(j)
         history.append(total / len(xt))
     return history
 
 
 def export(student: Student, out: Path, description: str, held_out: np.ndarray,
-           tolerance: float = 1e-4) -> dict[str, float]:
+           tolerance: float = 1e-4, version: str = "student-1") -> dict[str, float]:
     """Write the ONNX file; check torch/ONNX Runtime parity and the daemon's contract."""
     params = {"mean": student.mean.numpy(), "std": student.std.numpy(),
               "w1": student.l1.weight.detach().numpy().T, "b1": student.l1.bias.detach().numpy(),
@@ -64,7 +89,7 @@ def export(student: Student, out: Path, description: str, held_out: np.ndarray,
         if prop.key == "aqmllm.producer":
             prop.value = "aqmllm_models.student (distilled from the AQM-LLM teacher)"
         if prop.key == "aqmllm.version":
-            prop.value = "student-1"
+            prop.value = version
     import onnx
 
     out.parent.mkdir(parents=True, exist_ok=True)

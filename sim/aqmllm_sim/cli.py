@@ -142,11 +142,23 @@ def _row(r: dict) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="dataset file (.npz)")
 @click.option("--seeds", default="1", show_default=True, help="comma-separated run seeds")
-@click.option("--policy", type=click.Choice(["dualpi2", "llm"]), default="dualpi2",
-              show_default=True, help="the behaviour policy")
+@click.option("--policy", type=click.Choice(["dualpi2", "pie", "explore", "llm"]),
+              default="dualpi2", show_default=True,
+              help="the behaviour policy: DualPI2, PIE or DualPI2 with random exploration "
+                   "in the core's place, or a model served by aqmllmd")
+@click.option("--explore-rate", default=0.02, show_default=True,
+              help="--policy explore: share of packets given a random action")
+@click.option("--target-us", type=int, default=None,
+              help="DualPI2's PI target for these runs (default: the scenario's)")
+@click.option("--step-threshold-us", type=int, default=None,
+              help="DualPI2's L step threshold for these runs (default: the scenario's)")
+@click.option("--duration-s", type=float, default=None,
+              help="simulated seconds per run (default: the scenario's)")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ONNX model for --policy llm")
-def record(scenario: str, out: Path, seeds: str, policy: str, model: str | None) -> None:
+def record(scenario: str, out: Path, seeds: str, policy: str, explore_rate: float,
+           target_us: int | None, step_threshold_us: int | None, duration_s: float | None,
+           model: str | None) -> None:
     """Record every packet's state, action and outcome (sim/DATASET.md)."""
     import dataclasses
     import tempfile
@@ -156,16 +168,27 @@ def record(scenario: str, out: Path, seeds: str, policy: str, model: str | None)
     from .dataset import load_rows, save_npz
 
     sc = _scenario(scenario)
+    try:
+        sc = dataclasses.replace(sc, **_core_overrides(target_us, step_threshold_us))
+        if duration_s is not None:
+            if not 0 < duration_s <= 3600:
+                raise ScenarioError(f"--duration-s: {duration_s} is outside (0, 3600]")
+            sc = dataclasses.replace(sc, duration_s=duration_s)
+    except ScenarioError as e:
+        raise click.BadParameter(str(e)) from e
     seed_list = [int(x) for x in seeds.split(",")]
+    run_policy, behaviour = ("dualpi2", policy) if policy in ("pie", "explore") else (policy,
+                                                                                      "dualpi2")
     parts, runs, series = [], [], []
-    bar = _Bar(sc.duration_s * len(seed_list), f"record {sc.name}", False)
+    bar = _Bar(sc.duration_s * len(seed_list), f"record {sc.name} ({policy})", False)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for seed in seed_list:
                 bar.next_run()
                 rows_path = Path(tmp, f"rows-{seed}.bin")
-                r = run(dataclasses.replace(sc, seed=seed), policy, Path(tmp, f"run-{seed}"),
-                        model=model, record=rows_path, plots=False, progress=bar)
+                r = run(dataclasses.replace(sc, seed=seed), run_policy, Path(tmp, f"run-{seed}"),
+                        model=model, record=rows_path, plots=False, progress=bar,
+                        behaviour=behaviour, explore_rate=explore_rate)
                 parts.append(load_rows(rows_path))
                 runs.append({"seed": seed, "recorded": r["recorded"],
                              "utilisation": r["utilisation"]})
@@ -176,9 +199,23 @@ def record(scenario: str, out: Path, seeds: str, policy: str, model: str | None)
             bar.close()
         rows = np.concatenate(parts)
         save_npz(rows, out, {"scenario": sc.name, "behaviour_policy": policy,
+                             "explore_rate": explore_rate if policy == "explore" else None,
+                             "dualpi2": {"target_us": sc.target_us,
+                                         "step_threshold_us": sc.step_threshold_us},
                              "model": model, "runs": runs, "interval_s": 0.1},
                  timeseries=series)
     click.echo(f"{len(rows)} rows from {len(runs)} run(s) -> {out}")
+
+
+def _core_overrides(target_us: int | None, step_threshold_us: int | None) -> dict[str, int]:
+    over = {}
+    for name, value in (("target_us", target_us), ("step_threshold_us", step_threshold_us)):
+        if value is not None:
+            if not 1 <= value <= 1_000_000:
+                raise ScenarioError(f"--{name.replace('_', '-')}: {value} is outside "
+                                    "[1, 1000000]")
+            over[name] = value
+    return over
 
 
 @cli.command("sweep")
@@ -209,3 +246,7 @@ def sweep_cmd(scenarios: tuple[str, ...], policies: str, jobs: int, ray_address:
     click.echo(f"{'scenario':28} {HEADER}")
     for r in results:
         click.echo(f"{r['scenario']:28} {_row(r)}")
+
+
+if __name__ == "__main__":
+    cli()

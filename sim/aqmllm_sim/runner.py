@@ -27,6 +27,10 @@ RUNNER = REPO_ROOT / "build" / "aqm-sim"
 _channel_ids = itertools.count()
 
 
+#: Who decides in the core's place when recording (sim/ns3/behaviour-policy.h).
+BEHAVIOURS = ("dualpi2", "pie", "explore")
+
+
 class RunError(Exception):
     pass
 
@@ -34,18 +38,30 @@ class RunError(Exception):
 def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
         model: str | None = None, inference_latency_us: int = 0,
         record: Path | None = None, plots: bool = True,
-        progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+        progress: Callable[[float], None] | None = None,
+        behaviour: str = "dualpi2", explore_rate: float = 0.02) -> dict[str, Any]:
     """Metrics of one run (see sim/README.md).
 
     With out_dir: result.json, timeseries.csv, sojourns.bin and (plots) PNGs there.
     With record: the dataset rows of every departing packet (policies dualpi2 and llm).
     With progress: called with the simulated time reached, about 100 times a run.
+    With behaviour (policy dualpi2 only): who decides in the core's place, for recording
+    varied behaviour (sim/ns3/behaviour-policy.h): "pie" or "explore" (DualPI2 with a
+    share explore_rate of packets decided at random).
     """
     if not RUNNER.is_file():
         raise RunError(f"{RUNNER} missing: `make` builds it when the ns3 wheel is installed "
                        "(pip install '.[sim]')")
     channel = f"aqm-sim-{os.getpid()}-{next(_channel_ids)}" if policy == "llm" else ""
     config = scenario.flat(policy, channel, inference_latency_us)
+    if behaviour not in BEHAVIOURS:
+        raise RunError(f"behaviour {behaviour!r}: want one of {', '.join(BEHAVIOURS)}")
+    if behaviour != "dualpi2":
+        if policy != "dualpi2":
+            raise RunError(f"behaviour {behaviour} runs in the core's place: policy dualpi2 only")
+        if not 0 <= explore_rate <= 1:
+            raise RunError(f"explore rate {explore_rate} is outside [0, 1]")
+        config += f"behaviour {behaviour}\nexplore_rate {explore_rate}\n"
     if out_dir is not None:
         out_dir = out_dir.resolve()
         out_dir.mkdir(parents=True, exist_ok=True)

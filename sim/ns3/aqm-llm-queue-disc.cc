@@ -4,6 +4,7 @@
 
 #include "aqm-llm-queue-disc.h"
 
+#include "ns3/double.h"
 #include "ns3/drop-tail-queue.h"
 #include "ns3/log.h"
 #include "ns3/simulator.h"
@@ -11,6 +12,7 @@
 #include "ns3/uinteger.h"
 
 #include <cstring>
+#include <stdexcept>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -78,6 +80,17 @@ AqmLlmQueueDisc::GetTypeId()
                           StringValue(""),
                           MakeStringAccessor(&AqmLlmQueueDisc::m_recordPath),
                           MakeStringChecker())
+            .AddAttribute("Behaviour",
+                          "Who decides without a channel: dualpi2, pie or explore "
+                          "(behaviour-policy.h)",
+                          StringValue("dualpi2"),
+                          MakeStringAccessor(&AqmLlmQueueDisc::m_behaviourName),
+                          MakeStringChecker())
+            .AddAttribute("ExploreRate",
+                          "Share of packets the explore behaviour decides at random",
+                          DoubleValue(0.02),
+                          MakeDoubleAccessor(&AqmLlmQueueDisc::m_exploreRate),
+                          MakeDoubleChecker<double>(0, 1))
             .AddAttribute("ConsumerWaitS",
                           "Wall-clock wait for aqmllmd to attach (s)",
                           UintegerValue(30),
@@ -102,7 +115,10 @@ AqmLlmQueueDisc::AqmLlmQueueDisc()
       m_regionSize(0),
       m_verdictTimeouts(0),
       m_record(nullptr),
-      m_recorded(0)
+      m_recorded(0),
+      m_privateAttached(false),
+      m_behaviourName("dualpi2"),
+      m_exploreRate(0.02)
 {
 }
 
@@ -162,20 +178,68 @@ AqmLlmQueueDisc::InitializeParams()
             NS_ABORT_MSG_IF(m_record == nullptr, "cannot write " << m_recordPath);
         }
     }
-    else if (!m_recordPath.empty())
+    else
     {
-        // A private region, consumed right here: every packet's state record
-        // is kept until the packet leaves, then written with what happened.
-        const uint32_t entries = 1024;
-        uint64_t size = aqm_chan_region_size(entries, 64);
-        m_privateRegion.assign((size + 7) / 8, 0);
-        NS_ABORT_MSG_IF(aqm_chan_init(&m_recordChan, m_privateRegion.data(), size, entries, 64) !=
-                            AQM_CHAN_OK,
-                        "record region refused");
-        NS_ABORT_MSG_IF(aqm_attach(m_core, m_privateRegion.data(), size, Now()) != AQM_OK,
-                        "core refused the record region");
-        m_record = fopen(m_recordPath.c_str(), "wb");
-        NS_ABORT_MSG_IF(m_record == nullptr, "cannot write " << m_recordPath);
+        try
+        {
+            m_behaviour = BehaviourPolicy::Create(m_behaviourName, m_exploreRate, m_seed);
+        }
+        catch (const std::invalid_argument& e)
+        {
+            NS_ABORT_MSG("AqmLlmQueueDisc: " << e.what());
+        }
+        if (m_behaviour || !m_recordPath.empty())
+        {
+            AttachPrivateRegion();
+        }
+        if (!m_recordPath.empty())
+        {
+            m_record = fopen(m_recordPath.c_str(), "wb");
+            NS_ABORT_MSG_IF(m_record == nullptr, "cannot write " << m_recordPath);
+        }
+    }
+    NS_ABORT_MSG_IF(!m_channel.empty() && m_behaviourName != "dualpi2",
+                    "AqmLlmQueueDisc: a behaviour policy and a channel exclude each other");
+}
+
+// A private region, consumed right here: every packet's state record is kept
+// until the packet leaves (recording), and a behaviour policy answers it with
+// a verdict at once.
+void
+AqmLlmQueueDisc::AttachPrivateRegion()
+{
+    const uint32_t entries = 1024;
+    uint64_t size = aqm_chan_region_size(entries, entries);
+    m_privateRegion.assign((size + 7) / 8, 0);
+    NS_ABORT_MSG_IF(aqm_chan_init(&m_recordChan, m_privateRegion.data(), size, entries, entries) !=
+                        AQM_CHAN_OK,
+                    "private region refused");
+    NS_ABORT_MSG_IF(aqm_attach(m_core, m_privateRegion.data(), size, Now()) != AQM_OK,
+                    "core refused the private region");
+    m_privateAttached = true;
+}
+
+void
+AqmLlmQueueDisc::ConsumePrivateStates()
+{
+    struct aqm_state_rec s;
+    bool answered = false;
+    while (aqm_state_pop_batch(&m_recordChan, &s, 1) == 1)
+    {
+        if (m_record != nullptr)
+        {
+            m_pending[s.seq] = s;
+        }
+        int action = m_behaviour ? m_behaviour->Decide(s, Now()) : BehaviourPolicy::kDualPi2;
+        if (action != BehaviourPolicy::kDualPi2)
+        {
+            struct aqm_verdict_rec v = {s.seq, static_cast<uint32_t>(action), 0};
+            answered |= aqm_verdict_push_batch(&m_recordChan, &v, 1) == 1;
+        }
+    }
+    if (answered)
+    {
+        aqm_collect_verdicts(m_core);
     }
 }
 
@@ -240,12 +304,13 @@ AqmLlmQueueDisc::DoDispose()
         shm_unlink(("/" + m_channel).c_str());
         m_region = nullptr;
     }
+    if (m_privateAttached)
+    {
+        aqm_detach(m_core);
+        m_privateAttached = false;
+    }
     if (m_record != nullptr)
     {
-        if (m_region == nullptr)
-        {
-            aqm_detach(m_core);
-        }
         fclose(m_record);
         m_record = nullptr;
     }
@@ -278,13 +343,9 @@ AqmLlmQueueDisc::DoEnqueue(Ptr<QueueDiscItem> item)
     {
         WaitForVerdict(pkt.seq);
     }
-    if (m_record != nullptr && m_region == nullptr)
+    if (m_privateAttached)
     {
-        struct aqm_state_rec s;
-        while (aqm_state_pop_batch(&m_recordChan, &s, 1) == 1)
-        {
-            m_pending[s.seq] = s;
-        }
+        ConsumePrivateStates();
     }
     return true;
 }

@@ -9,11 +9,14 @@
 #ifndef AQM_LLM_QUEUE_DISC_H
 #define AQM_LLM_QUEUE_DISC_H
 
+#include "behaviour-policy.h"
+
 #include "ns3/queue-disc.h"
 
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +46,8 @@ class AqmLlmQueueDisc : public QueueDisc
     void DoDispose() override;
     void OpenChannel();
     void WaitForVerdict(uint64_t seq);
+    void AttachPrivateRegion();
+    void ConsumePrivateStates();
     void Record(const struct aqm_pkt& pkt, const struct aqm_decision& d, uint64_t now);
     bool DoEnqueue(Ptr<QueueDiscItem> item) override;
     Ptr<QueueDiscItem> DoDequeue() override;
@@ -74,6 +79,10 @@ class AqmLlmQueueDisc : public QueueDisc
     struct aqm_chan m_recordChan;
     std::unordered_map<uint64_t, struct aqm_state_rec> m_pending;
     uint64_t m_recorded;
+    bool m_privateAttached;         ///< m_privateRegion attached to the core
+    std::string m_behaviourName;    ///< dualpi2 | pie | explore
+    double m_exploreRate;
+    std::unique_ptr<BehaviourPolicy> m_behaviour;
 
   public:
     uint64_t Recorded() const

@@ -77,6 +77,8 @@ struct Scenario
     uint32_t seed = 1;
     std::string channel;       // llm policy: shm name served by aqmllmd
     std::string record;        // dataset rows to this file
+    std::string behaviour = "dualpi2"; // policy dualpi2: who decides (behaviour-policy.h)
+    double exploreRate = 0.02;         // behaviour explore: share decided at random
     std::string timeseries;    // CSV of per-interval measurements
     std::string sojourns;      // raw sojourns (u64 ns, queue in the top bit)
     std::string trace;         // Mahimahi trace
@@ -130,6 +132,12 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.channel);
         else if (key == "record")
             ok = static_cast<bool>(ls >> s.record);
+        else if (key == "behaviour")
+            ok = static_cast<bool>(ls >> s.behaviour) &&
+                 (s.behaviour == "dualpi2" || s.behaviour == "pie" || s.behaviour == "explore");
+        else if (key == "explore_rate")
+            ok = static_cast<bool>(ls >> s.exploreRate) && s.exploreRate >= 0 &&
+                 s.exploreRate <= 1;
         else if (key == "timeseries")
             ok = static_cast<bool>(ls >> s.timeseries);
         else if (key == "sojourns")
@@ -761,7 +769,8 @@ main(int argc, char* argv[])
         tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed),
                              "RecordPath", StringValue(sc.record), "StepThresholdUs",
                              UintegerValue(sc.stepThresholdUs), "TargetUs",
-                             UintegerValue(sc.targetUs));
+                             UintegerValue(sc.targetUs), "Behaviour", StringValue(sc.behaviour),
+                             "ExploreRate", DoubleValue(sc.exploreRate));
     else if (sc.policy == "llm")
     {
         NS_ABORT_MSG_IF(sc.channel.empty(), "policy llm needs a channel");

@@ -1,0 +1,129 @@
+"""Closed-loop evaluation: the model driving ns-3 through aqmllmd, against baselines.
+
+Every scenario runs under each baseline and under the model (policy llm, the real
+aqmllmd serving it; simulated time waits for each verdict). Per run: L4S and classic
+p99 sojourn, utilisation, Jain index, loss. Single-queue baselines (PIE, CoDel) have one
+sojourn distribution, reported in both columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[2]
+HELD_OUT = sorted((REPO / "sim" / "scenarios" / "held-out").glob("*.toml"))
+COLUMNS = ("utilisation", "jain", "l_p99_ms", "c_p99_ms", "loss")
+
+
+def summarise(result: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The table's figures of one run (sim/README.md describes the result)."""
+    both = result.get("sojourn_ms")
+    q = result["queue_disc"]
+    sent, dropped = q["sent"], q["dropped"]
+    return {
+        "scenario": result["scenario"], "policy": result["policy"], "seed": seed,
+        "utilisation": result["utilisation"], "jain": result["jain"],
+        "l_p99_ms": (result.get("sojourn_ms_l") or both)["p99"],
+        "c_p99_ms": (result.get("sojourn_ms_c") or both)["p99"],
+        "loss": dropped / max(sent + dropped, 1),
+        "model_decided": (result["decisions_model"] / max(result["decisions_model"]
+                                                         + result["decisions_fallback"], 1)
+                          if "decisions_model" in result else None),
+    }
+
+
+def _baseline(job: tuple[Path, str, int, Path]) -> dict[str, Any]:
+    from aqmllm_sim.runner import run
+    from aqmllm_sim.scenario import load
+
+    path, policy, seed, out = job
+    sc = dataclasses.replace(load(path), seed=seed)
+    return summarise(run(sc, policy, out, plots=False), seed)
+
+
+def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str],
+                         seeds: list[int], out: Path, jobs: int = 2) -> list[dict[str, Any]]:
+    """Rows (scenario, policy, seed) of figures; results.json, table.md, figures in out."""
+    from aqmllm_sim.runner import run
+    from aqmllm_sim.scenario import POLICIES, load
+
+    bad = [p for p in baselines if p not in POLICIES or p == "llm"]
+    if bad:
+        raise ValueError(f"unknown baselines {bad}; known: "
+                         f"{', '.join(p for p in POLICIES if p != 'llm')}")
+    if not scenarios:
+        raise ValueError("no scenario to evaluate on")
+    out.mkdir(parents=True, exist_ok=True)
+    names = {p: load(p).name for p in scenarios}  # refuses a bad scenario before any run
+    work = [(p, b, s, out / names[p] / f"{b}-{s}") for p in scenarios for s in seeds
+            for b in baselines]
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(tqdm(pool.map(_baseline, work), total=len(work), desc="baselines"))
+    for p in tqdm([(p, s) for p in scenarios for s in seeds], desc="model (llm)"):
+        path, seed = p
+        sc = dataclasses.replace(load(path), seed=seed)
+        r = run(sc, "llm", out / names[path] / f"llm-{seed}", model=str(model), plots=False)
+        rows.append(summarise(r, seed))
+    (out / "results.json").write_text(json.dumps({"model": str(model), "rows": rows},
+                                                 indent=2))
+    (out / "table.md").write_text(markdown_table(rows) + "\n")
+    _figures(rows, out, {names[p]: out / names[p] for p in scenarios},
+             [*baselines, "llm"], seeds[0])
+    return rows
+
+
+def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (scenario, policy): the mean over seeds."""
+    keyed: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    order = {p: i for i, p in enumerate(dict.fromkeys(r["policy"] for r in rows))}
+    for r in sorted(rows, key=lambda r: (r["scenario"], order[r["policy"]])):
+        keyed.setdefault((r["scenario"], r["policy"]), []).append(r)
+    return [{"scenario": s, "policy": p, "seeds": len(rs),
+             **{c: sum(r[c] for r in rs) / len(rs) for c in COLUMNS}}
+            for (s, p), rs in keyed.items()]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| scenario | policy | utilisation | Jain | L p99 ms | C p99 ms | loss % |",
+             "|---|---|---|---|---|---|---|"]
+    for r in mean_rows(rows):
+        lines.append(f"| {r['scenario']} | {'model' if r['policy'] == 'llm' else r['policy']} "
+                     f"| {r['utilisation']:.3f} | {r['jain']:.3f} | {r['l_p99_ms']:.2f} "
+                     f"| {r['c_p99_ms']:.2f} | {100 * r['loss']:.3f} |")
+    return "\n".join(lines)
+
+
+def _figures(rows: list[dict[str, Any]], out: Path, dirs: dict[str, Path],
+             policies: list[str], seed: int) -> None:
+    from aqmllm_sim.plots import _pyplot, compare_cdf
+
+    for name, d in dirs.items():
+        compare_cdf({p: d / f"{p}-{seed}" / "sojourns.bin" for p in policies},
+                    d / "sojourn_cdf.png", f"{name}: sojourn per policy")
+    plt = _pyplot()
+    means = mean_rows(rows)
+    scen = list(dirs)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    width = 0.8 / len(policies)
+    for ax, col, label in zip(axes, ("l_p99_ms", "c_p99_ms", "utilisation"),
+                              ("L p99 sojourn (ms)", "classic p99 sojourn (ms)",
+                               "utilisation"), strict=True):
+        for i, p in enumerate(policies):
+            ys = [next((m[col] for m in means if m["scenario"] == s and m["policy"] == p), 0)
+                  for s in scen]
+            ax.bar([j + i * width for j in range(len(scen))], ys, width,
+                   label="model" if p == "llm" else p)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scen))])
+        ax.set_xticklabels([s.replace("heldout-", "") for s in scen], rotation=20,
+                           fontsize=8)
+        ax.set_title(label)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "summary.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""`make model`: record, train, distil, DAgger, export, evaluate, write the model card.
+
+Each stage runs the public command (aqmllm-sim, aqmllm-train) in a child process, so the
+card's list of commands is exactly what produced the model, and a stage whose output is
+already in the work directory is not run again (a killed run resumes; the teacher
+resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DAEMON_DEFAULT = REPO / "daemon" / "aqmllmd" / "default_model" / "default.onnx"
+_RECORD_KEYS = {"scenario", "policy", "explore_rate", "target_us", "step_threshold_us",
+                "duration_s", "seeds"}
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RecipeError(f"{path}: {e}") from e
+    for section in ("record", "teacher", "distill", "dagger", "evaluate"):
+        if not isinstance(recipe.get(section), dict):
+            raise RecipeError(f"{path}: missing [{section}]")
+    jobs = recipe["record"].get("jobs")
+    if not isinstance(jobs, list) or not jobs:
+        raise RecipeError(f"{path}: [[record.jobs]] lists no recording")
+    for i, job in enumerate(jobs):
+        unknown = set(job) - _RECORD_KEYS
+        if unknown or "scenario" not in job:
+            raise RecipeError(f"{path}: record.jobs[{i}]: unknown {sorted(unknown)} or no "
+                              "scenario")
+    return recipe
+
+
+class Pipeline:
+    def __init__(self, recipe_path: Path, out: Path, work: Path, tiny: bool = False,
+                 install: bool = False, echo: Any = print) -> None:
+        self.recipe = load_recipe(recipe_path)
+        self.recipe_path = recipe_path
+        self.out, self.work, self.tiny, self.install = out, work, tiny, install
+        self.echo = echo
+        self.commands: list[str] = []
+        self.seconds: dict[str, float] = {}
+
+    def _run(self, stage: str, args: list[str], done: Path) -> str:
+        cmd = [str(a) for a in args]
+        shown = " ".join(shlex.quote(_rel(a)) for a in cmd)
+        self.commands.append(shown)
+        if done.exists():
+            self.echo(f"[{stage}] up to date: {_rel(str(done))}")
+            return ""
+        self.echo(f"[{stage}] {shown}")
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        self.seconds[stage] = self.seconds.get(stage, 0) + time.perf_counter() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"stage {stage} failed ({r.returncode}): {shown}")
+        return r.stdout
+
+    def run(self) -> Path:
+        rec, t, d, g, ev = (self.recipe[k] for k in ("record", "teacher", "distill", "dagger",
+                                                      "evaluate"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        sim = [sys.executable, "-m", "aqmllm_sim.cli"]
+        train = [sys.executable, "-m", "aqmllm_models.cli"]
+        datasets = []
+        for i, job in enumerate(rec["jobs"]):
+            ds = self.work / f"data-{i}-{job.get('policy', 'dualpi2')}.npz"
+            args = [*sim, "record", REPO / job["scenario"], "--out", ds,
+                    "--seeds", job.get("seeds", rec.get("seeds", "1")),
+                    "--policy", job.get("policy", "dualpi2")]
+            for key in ("explore_rate", "target_us", "step_threshold_us", "duration_s"):
+                if key in job:
+                    args += [f"--{key.replace('_', '-')}", job[key]]
+            self._run("record", args, ds)
+            datasets.append(ds)
+        teacher_dir = self.work / "teacher"
+        bb = ["--tiny"] if self.tiny else (["--backbone", t["backbone"]] if t.get("backbone")
+                                           else [])
+        self._run("teacher", [*train, "teacher", *datasets, *bb, "--window", t.get("window", 8),
+                              "--max-steps", t["max_steps"], "--batch", t.get("batch", 32),
+                              "--lr", t.get("lr", 1e-3), "--resume", "--out", teacher_dir],
+                  teacher_dir / "train.json")
+        student_dir = self.work / "student"
+        self._run("distill", [*train, "distill", teacher_dir, *datasets, *bb,
+                              "--max-windows", d.get("max_windows", 20000),
+                              "--epochs", d.get("epochs", 20), "--hidden", d.get("hidden", 64),
+                              "--out", student_dir], student_dir / "student.json")
+        final_dir = student_dir
+        if g.get("rounds", 0) > 0:
+            final_dir = self.work / "dagger"
+            scen = [a for s in g["scenarios"] for a in ("--scenario", REPO / s)]
+            self._run("dagger", [*train, "dagger", teacher_dir, *datasets, *scen, *bb,
+                                 "--rounds", g["rounds"],
+                                 "--max-windows", d.get("max_windows", 20000),
+                                 "--max-visited", g.get("max_visited", 5000),
+                                 "--epochs", g.get("epochs", 10),
+                                 "--hidden", d.get("hidden", 64), "--out", final_dir],
+                      final_dir / "dagger.json")
+        self.out.mkdir(parents=True, exist_ok=True)
+        model = self.out / "model.onnx"
+        export = json.loads(self._run(
+            "export", [*train, "export", final_dir, *datasets, "--out", model,
+                       "--int8", self.work / "model-int8.onnx",
+                       "--version", f"aqm-llm-{time.strftime('%Y%m%d')}"],
+            self.work / "never") .strip().splitlines()[-1])
+        offline = json.loads(self._run("evaluate", [*train, "evaluate", model, *datasets],
+                                       self.work / "never"))
+        ev_dir = self.work / "closed-loop"
+        held_out = [REPO / s for s in ev.get("scenarios", [])]
+        self._run("closed-loop", [*train, "closed-loop", model, *held_out,
+                                  "--policies", ev["baselines"],
+                                  "--seeds", ev.get("seeds", "1"), "--out", ev_dir],
+                  self.work / "never")
+        for f in ("table.md", "results.json", "summary.png"):
+            shutil.copy(ev_dir / f, self.out / f"closed-loop-{f}")
+        from .card import write_card
+
+        write_card(self, teacher_dir, final_dir, datasets, export, offline, ev_dir)
+        if self.install:
+            shutil.copy(model, DAEMON_DEFAULT)
+            DAEMON_DEFAULT.chmod(0o644)
+            self.echo(f"installed as aqmllmd's default model: {_rel(str(DAEMON_DEFAULT))}")
+        return model
+
+
+def _rel(s: str) -> str:
+    if s == sys.executable:
+        return "python"
+    try:
+        return str(Path(s).resolve().relative_to(REPO)) if "/" in s else s
+    except ValueError:
+        return s.replace(sys.executable, "python")

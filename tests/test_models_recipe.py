@@ -1,0 +1,142 @@
+"""Behaviour policies for recording, the `make model` pipeline and the closed-loop table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft", "ns3")),
+    reason="needs the train and sim extras")
+
+SCENARIO = ('name = "tiny"\nrate_mbps = 10\nduration_s = 2\n'
+            '[[flows]]\ncc = "dctcp"\nrtt_ms = 20\n[[flows]]\ncc = "cubic"\nrtt_ms = 20\n')
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.toml"
+    p.write_text(SCENARIO)
+    return p
+
+
+def _record(scenario: Path, out: Path, *args: str):  # noqa: ANN202
+    from aqmllm_sim.cli import cli as sim_cli
+    from aqmllm_sim.dataset import load_npz
+
+    r = CliRunner().invoke(sim_cli, ["record", str(scenario), "--out", str(out), *args])
+    assert r.exit_code == 0, r.output
+    return load_npz(out)
+
+
+def test_pie_behaviour_decides_every_packet_by_verdict(scenario: Path, tmp_path: Path) -> None:
+    cols, meta = _record(scenario, tmp_path / "pie.npz", "--policy", "pie")
+    assert meta["behaviour_policy"] == "pie"
+    assert (cols["source"] == 1).all()  # every decision came through the verdict path
+    assert (cols["action"] == 1).any()  # PIE drops (CUBIC's startup overshoots)
+
+
+def test_explore_behaviour_randomises_a_share(scenario: Path, tmp_path: Path) -> None:
+    cols, meta = _record(scenario, tmp_path / "ex.npz", "--policy", "explore",
+                         "--explore-rate", "0.05")
+    assert meta["explore_rate"] == 0.05
+    share = (cols["source"] == 1).mean()
+    assert 0.02 < share < 0.1, share  # the rest is DualPI2's
+    explored = cols["action"][cols["source"] == 1]
+    assert len(np.unique(explored)) >= 2
+
+
+def test_dualpi2_parameters_vary_per_recording(scenario: Path, tmp_path: Path) -> None:
+    _, meta = _record(scenario, tmp_path / "d.npz", "--target-us", "5000",
+                      "--step-threshold-us", "500", "--duration-s", "1")
+    assert meta["dualpi2"] == {"target_us": 5000, "step_threshold_us": 500}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--explore-rate", "2", "--policy", "explore"], "explore rate"),
+    (["--target-us", "0"], "--target-us"),
+    (["--duration-s", "-1"], "--duration-s"),
+])
+def test_bad_recording_options_are_refused(scenario: Path, tmp_path: Path, args: list[str],
+                                           message: str) -> None:
+    from aqmllm_sim.cli import cli as sim_cli
+
+    r = CliRunner().invoke(sim_cli, ["record", str(scenario), "--out",
+                                     str(tmp_path / "x.npz"), *args])
+    assert r.exit_code != 0 and message in r.output
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_pipeline_makes_a_model_and_its_card(scenario: Path, tmp_path: Path) -> None:
+    from aqmllm_models.cli import cli
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'''
+[record]
+seeds = "1"
+[[record.jobs]]
+scenario = "{scenario}"
+[[record.jobs]]
+scenario = "{scenario}"
+policy = "pie"
+[teacher]
+max_steps = 4
+batch = 8
+[distill]
+max_windows = 300
+epochs = 2
+[dagger]
+rounds = 1
+scenarios = ["{scenario}"]
+max_visited = 200
+epochs = 2
+[evaluate]
+baselines = "dualpi2"
+scenarios = ["{scenario}"]
+''')
+    out, work = tmp_path / "default", tmp_path / "work"
+    args = ["pipeline", str(recipe), "--out", str(out), "--work", str(work), "--tiny"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    from aqmllmd.model import load
+
+    assert load(out / "model.onnx").run(np.zeros((2, 21), np.float32)).shape == (2, 3)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense:") and "base_model:" in card
+    assert "| tiny | model |" in card and "| tiny | dualpi2 |" in card
+    assert "aqmllm_models.cli teacher" in card and "--policy pie" in card
+    results = json.loads((out / "closed-loop-results.json").read_text())
+    assert {r["policy"] for r in results["rows"]} == {"dualpi2", "llm"}
+    assert (out / "closed-loop-summary.png").stat().st_size > 0
+    # A second run finds every stage done and only re-exports and re-evaluates.
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "[teacher] up to date" in r.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[record]\n", "missing [teacher]"),
+    ('[record]\n[[record.jobs]]\nscenario = "x"\nspeed = 1\n[teacher]\n[distill]\n'
+     '[dagger]\n[evaluate]\n', "unknown ['speed']"),
+    ("[record\n", "recipe.toml"),
+])
+def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    from aqmllm_models.cli import cli
+
+    (tmp_path / "recipe.toml").write_text(text)
+    r = CliRunner().invoke(cli, ["pipeline", str(tmp_path / "recipe.toml"), "--out",
+                                 str(tmp_path / "o"), "--work", str(tmp_path / "w")])
+    assert r.exit_code != 0 and message in r.output
+
+
+def test_closed_loop_refuses_unknown_baselines(scenario: Path, tmp_path: Path) -> None:
+    from aqmllm_models.cli import cli
+    from aqmllmd.default_model import DEFAULT_MODEL
+
+    r = CliRunner().invoke(cli, ["closed-loop", str(DEFAULT_MODEL), str(scenario),
+                                 "--policies", "dualpi2,bogus", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "bogus" in r.output
