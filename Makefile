@@ -4,6 +4,7 @@
 #   make setup      apt packages (as root) and .venv with the project
 #   make run        set up, build, run the main job on the embedded default
 #   make test       set up, build, run every test
+#   make model      reproduce the shipped default model (models/recipe.toml)
 #
 # Each directory adds its own targets in a build.mk fragment.
 
@@ -27,6 +28,7 @@ include kmod/freebsd/build.mk
 -include tests/build.mk
 -include daemon/build.mk
 include sim/build.mk
+include models/build.mk
 
 all: $(ALL_TARGETS)
 

@@ -253,9 +253,12 @@ def test_dagger_and_int8_quantisation(tmp_path: Path) -> None:
     r = run(cli, ["teacher", str(data), "--tiny", "--max-steps", "5", "--out",
                   str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
+    r = run(cli, ["distill", str(tmp_path / "t"), str(data), "--tiny", "--epochs", "2",
+                  "--max-windows", "400", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
     r = run(cli, ["dagger", str(tmp_path / "t"), str(data), "--scenario", str(scenario),
-                  "--tiny", "--rounds", "1", "--max-windows", "500", "--max-visited", "300",
-                  "--out", str(tmp_path / "s")])
+                  "--tiny", "--rounds", "1", "--labels", str(tmp_path / "d" / "labels.npz"),
+                  "--max-visited", "300", "--out", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["rounds"][0]["visited"] > 0  # the student drove the simulator
@@ -265,3 +268,26 @@ def test_dagger_and_int8_quantisation(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     q = json.loads(r.stdout.strip().splitlines()[-1])
     assert q["argmax_agreement"] > 0.9 and q["bytes"]["int8"] < q["bytes"]["float"]
+
+
+def test_two_processes_share_the_training_with_no_code_change(tmp_path: Path) -> None:
+    """What `accelerate launch` does on GPUs or machines, here as two CPU processes
+    (gloo): each takes its shard of every batch, one writes the results."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    data = _dataset(tmp_path, 600)
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "aqmllm_models.cli",
+                        "teacher", str(data), "--tiny", "--max-steps", "4", "--batch", "16",
+                        "--out", str(tmp_path / "t")], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("{")]) == 1
+    train = json.loads((tmp_path / "t" / "train.json").read_text())
+    assert train["processes"] == 2 and train["steps"] == 4

@@ -54,6 +54,8 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
     """Return-conditioned offline RL on recorded DATASETS; saves adapters and heads.
 
     Under `accelerate launch` it runs on every process given (GPUs, machines)."""
+    from accelerate import PartialState
+
     from .train import train_teacher
 
     steps = _steps(*datasets)
@@ -62,6 +64,8 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
     r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps,
                       batch=batch, checkpoint=out / "checkpoint",
                       checkpoint_every=checkpoint_every, resume=resume)
+    if not PartialState().is_main_process:
+        return
     save_teacher(model, out, {**r, "datasets": list(datasets), "window": window, "tiny": tiny,
                               "backbone": backbone, "lr": lr, "batch": batch,
                               "windows_available": int(len(steps.actions))})
@@ -86,7 +90,9 @@ def _load_teacher(steps, teacher_dir: Path, backbone: str | None, tiny: bool):  
     set_peft_model_state_dict(model.backbone,
                               load_file(teacher_dir / "adapter" / "adapter_model.safetensors"))
     model.load_state_dict(load_file(teacher_dir / "heads.safetensors"), strict=False)
-    return model
+    from accelerate import PartialState
+
+    return model.to(PartialState().device)  # labelling runs on a GPU where there is one
 
 
 def _teacher_weights(teacher_dir: Path) -> np.ndarray | None:
@@ -181,6 +187,7 @@ def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, 
             "teacher_label_seconds": t_label,
             "teacher_mean_probs": probs.mean(0).tolist()}
     save_student(student, out, info)
+    np.savez_compressed(out / "labels.npz", states=x, probs=probs)  # for dagger --labels
     click.echo(json.dumps(info))
 
 
@@ -247,13 +254,16 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
               help="states the teacher labels from the datasets")
 @click.option("--max-visited", default=5000, show_default=True,
               help="visited states the teacher labels per scenario and round")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="the teacher's labels of the datasets from `distill` "
+                                 "(STUDENT/labels.npz) instead of labelling them again")
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--hidden", default=64, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="student directory; OUT/model.onnx is what drove the last round")
 def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, ...],
            backbone: str | None, tiny: bool, rounds: int, max_windows: int, max_visited: int,
-           epochs: int, hidden: int, out: Path) -> None:
+           labels: Path | None, epochs: int, hidden: int, out: Path) -> None:
     """DAgger: the student drives the simulator, the teacher labels where it went.
 
     Round 0 distils on DATASETS; each round then runs every SCENARIO on ns-3 with the
@@ -263,7 +273,8 @@ def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, .
 
     log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,
                      rounds=rounds, max_windows=max_windows, max_visited=max_visited,
-                     epochs=epochs, hidden=hidden, report=lambda r: click.echo(json.dumps(r)))
+                     labels=labels, epochs=epochs, hidden=hidden,
+                     report=lambda r: click.echo(json.dumps(r)))
     click.echo(json.dumps({"out": str(out), "rounds": log}))
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 def run_dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, ...],
                out: Path, backbone: str | None = None, tiny: bool = False, rounds: int = 2,
-               max_windows: int = 20000, max_visited: int = 5000, epochs: int = 10,
+               max_windows: int = 20000, max_visited: int = 5000,
+               labels: Path | None = None, epochs: int = 10,
                hidden: int = 64, report: Callable[[dict[str, Any]], None] | None = None,
                ) -> list[dict[str, Any]]:
     from aqmllm_sim.dataset import flatten, load_rows
@@ -36,9 +37,13 @@ def run_dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[st
     teacher = _load_teacher(steps, teacher_dir, backbone, tiny)
     weights = _teacher_weights(teacher_dir)
     target = float(np.quantile(steps.returns, 0.9))
-    probs, idx = teacher_probs(teacher, steps, target_return=target, max_windows=max_windows,
-                               weights=weights, progress=True)
-    xs, ps = [steps.features[idx]], [probs]
+    if labels is not None:
+        with np.load(labels, allow_pickle=False) as z:
+            xs, ps = [z["states"]], [z["probs"]]
+    else:
+        probs, idx = teacher_probs(teacher, steps, target_return=target,
+                                   max_windows=max_windows, weights=weights, progress=True)
+        xs, ps = [steps.features[idx]], [probs]
     student = Student(steps.features.mean(0), steps.features.std(0), hidden)
     onnx_path = out / "model.onnx"
     log: list[dict[str, Any]] = []

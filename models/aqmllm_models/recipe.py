@@ -109,6 +109,7 @@ class Pipeline:
                                  "--rounds", g["rounds"],
                                  "--max-windows", d.get("max_windows", 20000),
                                  "--max-visited", g.get("max_visited", 5000),
+                                 "--labels", student_dir / "labels.npz",
                                  "--epochs", g.get("epochs", 10),
                                  "--hidden", d.get("hidden", 64), "--out", final_dir],
                       final_dir / "dagger.json")

@@ -1,0 +1,16 @@
+# make model: the shipped default model from scratch (models/recipe.toml):
+# record on ns-3, train the SmolLM2 teacher, distil, DAgger, export, evaluate
+# closed loop on the held-out scenarios, write models/default/ and its card,
+# and make it aqmllmd's packaged default. Stages already done in build/model
+# are skipped (the teacher resumes from its checkpoint); MODEL_FRESH=1 starts over.
+# About 45 minutes on a 2-core machine (models/README.md).
+
+.PHONY: model model-ready
+
+model: setup
+	$(MAKE) model-ready
+
+model-ready: all
+	$(if $(MODEL_FRESH),rm -rf $(BUILD)/model)
+	$(PY) -m aqmllm_models.cli pipeline models/recipe.toml --out models/default \
+		--work $(BUILD)/model --install
