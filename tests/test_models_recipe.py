@@ -113,6 +113,7 @@ scenarios = ["{scenario}"]
     results = json.loads((out / "closed-loop-results.json").read_text())
     assert {r["policy"] for r in results["rows"]} == {"dualpi2", "llm"}
     assert (out / "closed-loop-summary.png").stat().st_size > 0
+    assert "### Promotion gate" in card
     # A second run finds every stage done and only re-exports and re-evaluates.
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "[teacher] up to date" in r.output
@@ -140,3 +141,23 @@ def test_closed_loop_refuses_unknown_baselines(scenario: Path, tmp_path: Path) -
     r = CliRunner().invoke(cli, ["closed-loop", str(DEFAULT_MODEL), str(scenario),
                                  "--policies", "dualpi2,bogus", "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "bogus" in r.output
+
+
+def _row(scenario: str, policy: str, util: float, jain: float, l99: float, c99: float) -> dict:
+    return {"scenario": scenario, "policy": policy, "seed": 1, "utilisation": util,
+            "jain": jain, "l_p99_ms": l99, "c_p99_ms": c99, "loss": 0.0}
+
+
+def test_gate_passes_a_model_as_good_as_dualpi2_and_names_each_failure() -> None:
+    from aqmllm_models.closed_loop import gate
+
+    good = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.94, 0.89, 0.9, 15.0)]
+    assert gate(good) == []
+    bad = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.60, 0.95, 0.5, 25.0),
+           _row("b", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("b", "llm", 0.95, 0.8, 0.5, 10.0)]
+    failures = gate(bad)
+    assert len(failures) == 3
+    assert failures[0].startswith("a: utilisation 0.600") and "classic p99" in failures[1]
+    assert failures[2].startswith("b: Jain index")
+    assert gate([_row("a", "llm", 1, 1, 0, 0)]) == ["the gate needs runs of both the model "
+                                                    "and dualpi2"]

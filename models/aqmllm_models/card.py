@@ -76,8 +76,9 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         *pipe.commands,
         "```",
         "",
-        "Stage times on this run (s): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in pipe.seconds.items()) + ".",
+        "Stage times, wall clock (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in _load(pipe.work / "stage-seconds.json").items())
+        + ".",
         "",
         "## Teacher",
         "",
@@ -88,8 +89,8 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         f"{train.get('last_loss', 0):.3f} (mean of the last 20: "
         f"{sum(losses[-20:]) / max(len(losses[-20:]), 1):.3f}); "
         f"{train.get('seconds_per_step', 0):.2f} s per step on {train.get('device')}.",
-        f"- Class weights (inverse frequency): "
-        f"{', '.join(f'{w:.2f}' for w in train.get('class_weights', []))}.",
+        f"- Class weights (inverse frequency to the power {train.get('weight_power', 1.0)}): "
+        f"{', '.join(format(w, '.2f') for w in train.get('class_weights', []))}.",
         "",
         "## Student",
         "",
@@ -119,6 +120,17 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         markdown_table(results.get("rows", [])),
         "",
         "![closed loop](closed-loop-summary.png)",
+        "",
+        "### Promotion gate",
+        "",
+        "aqmllmd packages a model as its default only if, on every scenario above, it keeps",
+        "at least 98 % of DualPI2's utilisation, a Jain index no more than 0.02 below, and",
+        "no higher p99 sojourn in either queue (`aqmllm_models.closed_loop.gate`).",
+        "",
+        *(["**Passed.**"] if not pipe.gate_failures else
+          ["**Not passed**, so it was not installed as aqmllmd's default:", "",
+           *[f"- {why}" for why in pipe.gate_failures]]),
+        *(["", "Installed as aqmllmd's packaged default model."] if pipe.installed else []),
         "",
         "## Limits",
         "",

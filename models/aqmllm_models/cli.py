@@ -47,10 +47,12 @@ def cli() -> None:
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--checkpoint-every", default=50, show_default=True)
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoint")
+@click.option("--weight-power", default=1.0, show_default=True,
+              help="class weights = (inverse action frequency) ** this; 0.5 is milder")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window: int,
             epochs: int, max_steps: int | None, batch: int, lr: float, checkpoint_every: int,
-            resume: bool, out: Path) -> None:
+            resume: bool, weight_power: float, out: Path) -> None:
     """Return-conditioned offline RL on recorded DATASETS; saves adapters and heads.
 
     Under `accelerate launch` it runs on every process given (GPUs, machines)."""
@@ -63,11 +65,13 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
     out.mkdir(parents=True, exist_ok=True)
     r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps,
                       batch=batch, checkpoint=out / "checkpoint",
-                      checkpoint_every=checkpoint_every, resume=resume)
+                      checkpoint_every=checkpoint_every, resume=resume,
+                      weight_power=weight_power)
     if not PartialState().is_main_process:
         return
     save_teacher(model, out, {**r, "datasets": list(datasets), "window": window, "tiny": tiny,
                               "backbone": backbone, "lr": lr, "batch": batch,
+                              "weight_power": weight_power,
                               "windows_available": int(len(steps.actions))})
     click.echo(json.dumps({k: v for k, v in r.items() if k != "losses"}))
 
@@ -343,13 +347,17 @@ def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds
               help="datasets, teacher, student; stages already done there are skipped")
 @click.option("--tiny", is_flag=True, help="a tiny random Llama teacher (smoke runs, tests)")
 @click.option("--install/--no-install", default=False, show_default=True,
-              help="also make it aqmllmd's packaged default model")
-def pipeline(recipe: Path, out: Path, work: Path, tiny: bool, install: bool) -> None:
+              help="make it aqmllmd's packaged default model if it passes the gate "
+                   "(closed_loop.gate: DualPI2's utilisation and fairness, lower p99)")
+@click.option("--force-install", is_flag=True, help="install it even if it fails the gate")
+def pipeline(recipe: Path, out: Path, work: Path, tiny: bool, install: bool,
+             force_install: bool) -> None:
     """Everything `make model` does: record, teacher, distill, DAgger, export, evaluate."""
     from .recipe import Pipeline, RecipeError
 
     try:
-        model = Pipeline(recipe, out, work, tiny=tiny, install=install, echo=click.echo).run()
+        model = Pipeline(recipe, out, work, tiny=tiny, install=install,
+                         force_install=force_install, echo=click.echo).run()
     except (RecipeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"model: {model}; card: {out / 'README.md'}")

@@ -89,6 +89,33 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for (s, p), rs in keyed.items()]
 
 
+#: The promotion gate: the issue's goal, with room for run-to-run noise. Against DualPI2
+#: on every scenario: utilisation at least UTIL_RATIO of its, Jain index at most
+#: JAIN_SLACK below, p99 sojourn in both queues no higher.
+UTIL_RATIO, JAIN_SLACK = 0.98, 0.02
+
+
+def gate(rows: list[dict[str, Any]]) -> list[str]:
+    """Why the model may not replace DualPI2-derived defaults: one line per failure."""
+    means = {(r["scenario"], r["policy"]): r for r in mean_rows(rows)}
+    failures = []
+    for (scenario, policy), m in sorted(means.items()):
+        d = means.get((scenario, "dualpi2"))
+        if policy != "llm" or d is None:
+            continue
+        checks = [("utilisation", m["utilisation"] >= UTIL_RATIO * d["utilisation"]),
+                  ("Jain index", m["jain"] >= d["jain"] - JAIN_SLACK),
+                  ("L p99", m["l_p99_ms"] <= d["l_p99_ms"]),
+                  ("classic p99", m["c_p99_ms"] <= d["c_p99_ms"])]
+        col = {"utilisation": "utilisation", "Jain index": "jain", "L p99": "l_p99_ms",
+               "classic p99": "c_p99_ms"}
+        failures += [f"{scenario}: {name} {m[col[name]]:.3f} against DualPI2's "
+                     f"{d[col[name]]:.3f}" for name, ok in checks if not ok]
+    if not any(p == "llm" for _, p in means) or not any(p == "dualpi2" for _, p in means):
+        failures.append("the gate needs runs of both the model and dualpi2")
+    return failures
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| scenario | policy | utilisation | Jain | L p99 ms | C p99 ms | loss % |",
              "|---|---|---|---|---|---|---|"]

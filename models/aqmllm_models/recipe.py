@@ -49,10 +49,14 @@ def load_recipe(path: Path) -> dict[str, Any]:
 
 class Pipeline:
     def __init__(self, recipe_path: Path, out: Path, work: Path, tiny: bool = False,
-                 install: bool = False, echo: Any = print) -> None:
+                 install: bool = False, force_install: bool = False,
+                 echo: Any = print) -> None:
         self.recipe = load_recipe(recipe_path)
         self.recipe_path = recipe_path
         self.out, self.work, self.tiny, self.install = out, work, tiny, install
+        self.force_install = force_install
+        self.gate_failures: list[str] = []
+        self.installed = False
         self.echo = echo
         self.commands: list[str] = []
         self.seconds: dict[str, float] = {}
@@ -68,11 +72,16 @@ class Pipeline:
         t0 = time.perf_counter()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
         self.seconds[stage] = self.seconds.get(stage, 0) + time.perf_counter() - t0
+        times = self.work / "stage-seconds.json"
+        kept = json.loads(times.read_text()) if times.is_file() else {}
+        kept[stage] = self.seconds[stage]
+        times.write_text(json.dumps(kept))
         if r.returncode != 0:
             raise RuntimeError(f"stage {stage} failed ({r.returncode}): {shown}")
         return r.stdout
 
     def run(self) -> Path:
+        self.seconds.clear()
         rec, t, d, g, ev = (self.recipe[k] for k in ("record", "teacher", "distill", "dagger",
                                                       "evaluate"))
         self.work.mkdir(parents=True, exist_ok=True)
@@ -94,7 +103,9 @@ class Pipeline:
                                            else [])
         self._run("teacher", [*train, "teacher", *datasets, *bb, "--window", t.get("window", 8),
                               "--max-steps", t["max_steps"], "--batch", t.get("batch", 32),
-                              "--lr", t.get("lr", 1e-3), "--resume", "--out", teacher_dir],
+                              "--lr", t.get("lr", 1e-3),
+                              "--weight-power", t.get("weight_power", 1.0),
+                              "--resume", "--out", teacher_dir],
                   teacher_dir / "train.json")
         student_dir = self.work / "student"
         self._run("distill", [*train, "distill", teacher_dir, *datasets, *bb,
@@ -131,12 +142,20 @@ class Pipeline:
         for f in ("table.md", "results.json", "summary.png"):
             shutil.copy(ev_dir / f, self.out / f"closed-loop-{f}")
         from .card import write_card
+        from .closed_loop import gate
 
-        write_card(self, teacher_dir, final_dir, datasets, export, offline, ev_dir)
-        if self.install:
+        self.gate_failures = gate(json.loads((ev_dir / "results.json").read_text())["rows"])
+        for why in self.gate_failures:
+            self.echo(f"[gate] {why}")
+        if self.install and (not self.gate_failures or self.force_install):
             shutil.copy(model, DAEMON_DEFAULT)
             DAEMON_DEFAULT.chmod(0o644)
+            self.installed = True
             self.echo(f"installed as aqmllmd's default model: {_rel(str(DAEMON_DEFAULT))}")
+        elif self.install:
+            self.echo("not installed as aqmllmd's default: it does not pass the gate "
+                      "(--force-install overrides)")
+        write_card(self, teacher_dir, final_dir, datasets, export, offline, ev_dir)
         return model
 
 

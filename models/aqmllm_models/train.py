@@ -22,9 +22,12 @@ from .data import Steps, windows
 from .teacher import L4SLM
 
 
-def class_weights(actions: np.ndarray) -> torch.Tensor:
+def class_weights(actions: np.ndarray, power: float = 1.0) -> torch.Tensor:
+    """Inverse action frequency (power 1), or a milder power of it (0.5: its square root);
+    the weights of present classes are normalised to a frequency-weighted mean of 1."""
     counts = np.bincount(actions, minlength=3).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / 3, 0.0)
+    w = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1) / 3) ** power, 0.0)
+    w /= (w * counts).sum() / counts.sum()
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -96,7 +99,8 @@ def load_checkpoint(where: Path, model: nn.Module,
 def train_teacher(model: L4SLM, steps: Steps, k: int = 8, epochs: int = 1, lr: float = 1e-3,
                   batch: int = 32, seed: int = 0, max_steps: int | None = None,
                   progress: bool = True, checkpoint: Path | None = None,
-                  checkpoint_every: int = 50, resume: bool = False) -> dict[str, Any]:
+                  checkpoint_every: int = 50, resume: bool = False,
+                  weight_power: float = 1.0) -> dict[str, Any]:
     """Train the trainable parameters (LoRA adapters, encoder, head); figures per step.
 
     Runs under accelerate: `accelerate launch` spreads it over GPUs or machines with no
@@ -109,7 +113,7 @@ def train_teacher(model: L4SLM, steps: Steps, k: int = 8, epochs: int = 1, lr: f
     acc = Accelerator()
     torch.manual_seed(seed)
     starts = windows(steps, k)
-    weights = class_weights(steps.actions)
+    weights = class_weights(steps.actions, weight_power)
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(acc.device))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
