@@ -67,13 +67,24 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
                       batch=batch, checkpoint=out / "checkpoint",
                       checkpoint_every=checkpoint_every, resume=resume,
                       weight_power=weight_power)
-    if not PartialState().is_main_process:
-        return
-    save_teacher(model, out, {**r, "datasets": list(datasets), "window": window, "tiny": tiny,
-                              "backbone": backbone, "lr": lr, "batch": batch,
-                              "weight_power": weight_power,
-                              "windows_available": int(len(steps.actions))})
-    click.echo(json.dumps({k: v for k, v in r.items() if k != "losses"}))
+    state = PartialState()
+    if state.is_main_process:
+        save_teacher(model, out, {**r, "datasets": list(datasets), "window": window,
+                                  "tiny": tiny, "backbone": backbone, "lr": lr, "batch": batch,
+                                  "weight_power": weight_power,
+                                  "windows_available": int(len(steps.actions))})
+        click.echo(json.dumps({k: v for k, v in r.items() if k != "losses"}))
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Every process waits for the writer, then leaves the group cleanly (a process that
+    exits with the group's threads still running aborts)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def save_teacher(model, out: Path, info: dict) -> None:  # noqa: ANN001
