@@ -82,6 +82,9 @@ PieBehaviour::Decide(const struct aqm_state_rec& s, uint64_t now_ns)
         return AQM_ACT_ENQUEUE;
     if (std::uniform_real_distribution<double>(0, 1)(m_rng) >= m_prob)
         return AQM_ACT_ENQUEUE;
+    // L4S traffic (ECT(1), CE) is marked, never dropped, as a DualQ's L queue does.
+    if (s.queue == AQM_QUEUE_L)
+        return AQM_ACT_MARK;
     return s.ecn != AQM_ECN_NOT_ECT && m_prob <= kMarkEcnTh ? AQM_ACT_MARK : AQM_ACT_DROP;
 }
 
@@ -94,9 +97,11 @@ ExploreBehaviour::ExploreBehaviour(double rate, uint32_t seed)
 }
 
 int
-ExploreBehaviour::Decide(const struct aqm_state_rec&, uint64_t)
+ExploreBehaviour::Decide(const struct aqm_state_rec& s, uint64_t)
 {
-    if (std::uniform_real_distribution<double>(0, 1)(m_rng) >= m_rate)
+    // Only classic packets are explored: dropping L4S traffic outside overload is
+    // never a behaviour worth learning, and a model imitates what it is shown.
+    if (s.queue != AQM_QUEUE_C || std::uniform_real_distribution<double>(0, 1)(m_rng) >= m_rate)
         return kDualPi2;
     return static_cast<int>(std::uniform_int_distribution<uint32_t>(0, 2)(m_rng));
 }

@@ -7,9 +7,10 @@
  * so that the offline-RL dataset holds more than DualPI2's behaviour.
  *
  *   pie      RFC 8033 PIE (no burst allowance): one drop/mark probability
- *            from the queueing delay, updated every 15 ms, for both queues.
- *   explore  DualPI2, except that a share of packets (ExploreRate) gets an
- *            action drawn uniformly from enqueue, drop and mark.
+ *            from the queueing delay, updated every 15 ms, for both queues;
+ *            L4S packets are marked, never dropped.
+ *   explore  DualPI2, except that a share of classic packets (ExploreRate)
+ *            gets an action drawn uniformly from enqueue, drop and mark.
  *
  * Sim-only code (floating point is fine here; the core stays integer).
  */
