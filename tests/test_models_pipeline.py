@@ -136,7 +136,7 @@ def test_distilled_student_exports_to_the_daemon_contract(steps, tmp_path: Path)
     teacher = model_for(steps)
     probs, idx = teacher_probs(teacher, steps, k=8)
     x = steps.features[idx]
-    student = Student(steps.features.mean(0), steps.features.std(0))
+    student = Student(steps.features)
     history = distill(student, x, probs, epochs=15)
     assert history[-1] < history[0]
     r = export(student, tmp_path / "student.onnx", "test export", x[:200])
@@ -189,6 +189,10 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert exported["max_abs_diff"] < 1e-4 and exported["int8"]["argmax_agreement"] > 0.9
     r = run(cli, ["evaluate", str(tmp_path / "s.onnx"), str(data)])
     assert r.exit_code == 0 and "macro_f1" in r.output
+    for bad in (["--teacher-weight", "1.5"], ["--prior", "pie"], ["--step-ms", "0"]):
+        r = run(cli, ["distill", str(tmp_path / "t"), str(data), "--tiny", *bad,
+                      "--out", str(tmp_path / "bad")])
+        assert r.exit_code == 2 and not (tmp_path / "bad").exists(), r.output
 
 
 def test_calibration_undoes_the_class_weights() -> None:
@@ -258,7 +262,8 @@ def test_dagger_and_int8_quantisation(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = run(cli, ["dagger", str(tmp_path / "t"), str(data), "--scenario", str(scenario),
                   "--tiny", "--rounds", "1", "--labels", str(tmp_path / "d" / "labels.npz"),
-                  "--max-visited", "300", "--out", str(tmp_path / "s")])
+                  "--max-visited", "300", "--prior", "dualpi2", "--teacher-weight", "0.5",
+                  "--out", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["rounds"][0]["visited"] > 0  # the student drove the simulator

@@ -98,6 +98,13 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         f"{student.get('states', 0):,} teacher-labelled states, the teacher conditioned on "
         f"return {student.get('target_return', 0):.2f} (90th percentile), its distributions"
         " calibrated back from the class weights so that sampling them is faithful.",
+        *(["- Shape: the network's output is added to the log of DualPI2's own distribution"
+           " for the state (step threshold "
+           f"{student.get('step_ms', 1.0)} ms), so it learns a correction to DualPI2 and"
+           " falls back on it where the data is silent; it learns prior^(1-w) * "
+           f"teacher^w with w = {student.get('teacher_weight', 1.0)}."]
+          if student.get("prior") == "dualpi2" else []),
+        "- Its inputs are clamped to the range seen in training.",
         *([f"- DAgger round {r['round']} on {r['scenario']}: {r['visited']:,} states visited,"
            f" {r['labelled']:,} labelled; utilisation {r['utilisation']:.3f}, L p99 "
            f"{r['l_p99_ms']:.2f} ms, C p99 {r['c_p99_ms']:.2f} ms" for r in dagger]),

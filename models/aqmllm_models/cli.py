@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -160,6 +161,19 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
                       "seconds_per_step": r["seconds_per_step"]}))
 
 
+def _student_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The student's shape, shared by distill and dagger (student.py)."""
+    f = click.option("--teacher-weight", type=click.FloatRange(0, 1), default=1.0,
+                     show_default=True,
+                     help="w: learn prior^(1-w) * teacher^w (1: the teacher alone)")(f)
+    f = click.option("--step-ms", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                     show_default=True, help="the prior's L4S step threshold")(f)
+    return click.option("--prior", type=click.Choice(["none", "dualpi2"]), default="none",
+                        show_default=True,
+                        help="dualpi2: the network learns a correction to DualPI2's own "
+                             "decision")(f)
+
+
 @cli.command()
 @click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("datasets", nargs=-1, required=True,
@@ -174,11 +188,12 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
               help="undo the training's class weights, so the student can be sampled")
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--hidden", default=64, show_default=True)
+@_student_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="student directory (student.safetensors, student.json)")
 def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, tiny: bool,
             target_return_quantile: float, max_windows: int, calibrate: bool, epochs: int,
-            hidden: int, out: Path) -> None:
+            hidden: int, prior: str, step_ms: float, teacher_weight: float, out: Path) -> None:
     """Distil the teacher into the student on recorded states (KL to its distributions)."""
     from .student import Student
     from .student import distill as run_distill
@@ -194,7 +209,7 @@ def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, 
                                progress=True)
     t_label = time.perf_counter() - t0
     x = steps.features[idx]
-    student = Student(steps.features.mean(0), steps.features.std(0), hidden)
+    student = Student(steps.features, hidden, prior, step_ms, teacher_weight)
     history = run_distill(student, x, probs, epochs=epochs)
     info = {"teacher": str(teacher_dir), "datasets": list(datasets), "target_return": target,
             "target_return_quantile": target_return_quantile, "states": int(len(x)),
@@ -274,11 +289,13 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
                                  "(STUDENT/labels.npz) instead of labelling them again")
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--hidden", default=64, show_default=True)
+@_student_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="student directory; OUT/model.onnx is what drove the last round")
 def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, ...],
            backbone: str | None, tiny: bool, rounds: int, max_windows: int, max_visited: int,
-           labels: Path | None, epochs: int, hidden: int, out: Path) -> None:
+           labels: Path | None, epochs: int, hidden: int, prior: str, step_ms: float,
+           teacher_weight: float, out: Path) -> None:
     """DAgger: the student drives the simulator, the teacher labels where it went.
 
     Round 0 distils on DATASETS; each round then runs every SCENARIO on ns-3 with the
@@ -288,7 +305,8 @@ def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, .
 
     log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,
                      rounds=rounds, max_windows=max_windows, max_visited=max_visited,
-                     labels=labels, epochs=epochs, hidden=hidden,
+                     labels=labels, epochs=epochs, hidden=hidden, prior=prior,
+                     step_ms=step_ms, teacher_weight=teacher_weight,
                      report=lambda r: click.echo(json.dumps(r)))
     click.echo(json.dumps({"out": str(out), "rounds": log}))
 

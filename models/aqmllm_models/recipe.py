@@ -108,10 +108,12 @@ class Pipeline:
                               "--resume", "--out", teacher_dir],
                   teacher_dir / "train.json")
         student_dir = self.work / "student"
+        shape = ["--prior", d.get("prior", "none"), "--step-ms", d.get("step_ms", 1.0),
+                 "--teacher-weight", d.get("teacher_weight", 1.0)]
         self._run("distill", [*train, "distill", teacher_dir, *datasets, *bb,
                               "--max-windows", d.get("max_windows", 20000),
                               "--epochs", d.get("epochs", 20), "--hidden", d.get("hidden", 64),
-                              "--out", student_dir], student_dir / "student.json")
+                              *shape, "--out", student_dir], student_dir / "student.json")
         final_dir = student_dir
         if g.get("rounds", 0) > 0:
             final_dir = self.work / "dagger"
@@ -122,7 +124,8 @@ class Pipeline:
                                  "--max-visited", g.get("max_visited", 5000),
                                  "--labels", student_dir / "labels.npz",
                                  "--epochs", g.get("epochs", 10),
-                                 "--hidden", d.get("hidden", 64), "--out", final_dir],
+                                 "--hidden", d.get("hidden", 64), *shape,
+                                 "--out", final_dir],
                       final_dir / "dagger.json")
         self.out.mkdir(parents=True, exist_ok=True)
         model = self.out / "model.onnx"

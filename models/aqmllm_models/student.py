@@ -1,9 +1,18 @@
 """The student: a one-hidden-layer network distilled from the teacher, exported to ONNX.
 
-It is the shape the daemon's builder (aqmllmd.default_model.build.to_onnx) writes, with
-normalisation inside the graph, so export needs no torch exporter and the file meets the
-daemon's contract by construction; `export` still checks it with the daemon's validator
-and against torch on held-out states.
+Two shapes, both with normalisation inside the graph:
+- plain: logits = MLP(normalised features), the shape the daemon's interim builder
+  (aqmllmd.default_model.build.to_onnx) writes;
+- on a DualPI2 prior (`prior="dualpi2"`): logits = log(DualPI2's own distribution for
+  the state) + MLP(...). The network learns the teacher's *correction* to DualPI2, so
+  where the data says nothing (long queues no recording reached) the student falls back
+  on DualPI2's step marking instead of extrapolating a ReLU network.
+
+Either way the network's inputs are clamped to the range seen in training, and
+`teacher_weight` < 1 distils towards the geometric mixture prior^(1-w) * teacher^w, the
+policy that minimises (1-w)*KL(pi||prior) + w*KL(pi||teacher): how far to trust an
+undertrained teacher away from the classical controller.
+`export` checks the file with the daemon's validator and against torch on held-out states.
 """
 
 from __future__ import annotations
@@ -14,21 +23,92 @@ import numpy as np
 import torch
 from torch import nn
 
-from aqmllmd import features
+from aqmllmd import contract, features
 from aqmllmd.default_model.build import to_onnx
 from aqmllmd.model import load as load_for_serving
 
+PRIORS = ("none", "dualpi2")
+#: Floor under the prior's probabilities: a correction of about 7 nats overrides it.
+PRIOR_EPS = 1e-3
+#: DualPI2's PI-driven part waits for 2 MTU of backlog (kmod/core/aqm_core.c), in kB.
+FLOOR_KBYTES = 3.0
+_COL = {name: i for i, name in enumerate(features.FEATURE_NAMES)}
+
+
+def dualpi2_prior(x: torch.Tensor, step_ms: float = 1.0) -> torch.Tensor:
+    """DualPI2's probability of (enqueue, drop, mark) for each state, from its features.
+
+    As the core decides at dequeue (aqm_core.c, dualpi2_decide), with the state's
+    expected wait standing for the sojourn: a classic packet is dropped (Not-ECT, or in
+    overload) or marked with p_C; an L4S packet is marked with p_CL, and always once its
+    wait reaches the step threshold. Both PI-driven parts need 2 MTU of backlog."""
+    def col(name: str) -> torch.Tensor:
+        return x[:, _COL[name]:_COL[name] + 1]
+
+    floor = ((col("backlog_kbytes_c") + col("backlog_kbytes_l")) >= FLOOR_KBYTES).float()
+    step = (col("expected_wait_ms") >= step_ms).float()
+    overload = (col("prob_cl") >= 1.0).float()
+    prob_c, prob_cl = col("prob_c").clamp(0, 1), col("prob_cl").clamp(0, 1)
+    is_l = col("queue_l").clamp(0, 1)  # clamps keep any input a distribution
+    act_c = floor * prob_c
+    drop_c = act_c * torch.maximum(overload, col("ecn_not_ect").clamp(0, 1))
+    mark_l = 1 - (1 - floor * prob_cl) * (1 - step)
+    drop = (1 - is_l) * drop_c
+    mark = (1 - is_l) * (act_c - drop_c) + is_l * mark_l
+    return torch.cat([(1 - drop - mark).clamp(0, 1), drop, mark], dim=1)
+
 
 class Student(nn.Module):
-    def __init__(self, mean: np.ndarray, std: np.ndarray, hidden: int = 64) -> None:
+    def __init__(self, x: np.ndarray, hidden: int = 64, prior: str = "none",
+                 step_ms: float = 1.0, teacher_weight: float = 1.0) -> None:
+        """A student for the states `x` (float32 [N, F]): they set the normalisation and
+        the clamping range."""
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32))
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
+        if not 0.0 <= teacher_weight <= 1.0:
+            raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight}")
+        if not step_ms > 0:
+            raise ValueError(f"step_ms must be positive, not {step_ms}")
+        x = np.asarray(x, np.float32).reshape(-1, features.N_FEATURES)
+        if len(x) == 0:
+            raise ValueError("a student needs states to set its normalisation")
+        self.prior, self.step_ms, self.teacher_weight = prior, float(step_ms), teacher_weight
+        for name, value in (("mean", x.mean(0)), ("std", np.maximum(x.std(0), 1e-6)),
+                            ("lo", x.min(0)), ("hi", x.max(0))):
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
         self.l1 = nn.Linear(features.N_FEATURES, hidden)
         self.l2 = nn.Linear(hidden, 3)
+        if prior != "none":  # start as the prior: the network learns a correction
+            nn.init.zeros_(self.l2.weight)
+            nn.init.zeros_(self.l2.bias)
+
+    def prior_log_probs(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.prior == "none":
+            return None
+        return torch.log(dualpi2_prior(x, self.step_ms) + PRIOR_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.l2(torch.relu(self.l1((x - self.mean) / self.std)))
+        z = (torch.minimum(torch.maximum(x, self.lo), self.hi) - self.mean) / self.std
+        logits = self.l2(torch.relu(self.l1(z)))
+        prior = self.prior_log_probs(x)
+        return logits if prior is None else logits + prior
+
+    def config(self) -> dict:
+        return {"hidden": self.l1.out_features, "prior": self.prior, "step_ms": self.step_ms,
+                "teacher_weight": self.teacher_weight}
+
+
+def targets(student: Student, x: np.ndarray, teacher_p: np.ndarray) -> np.ndarray:
+    """What the student learns: the teacher's distributions, or with teacher_weight w < 1
+    their geometric mixture with the prior, prior^(1-w) * teacher^w, renormalised."""
+    w = student.teacher_weight
+    prior = student.prior_log_probs(torch.from_numpy(np.asarray(x, np.float32)))
+    if prior is None or w == 1.0:
+        return np.asarray(teacher_p, np.float32)
+    mixed = (1 - w) * prior + w * torch.log(torch.from_numpy(
+        np.asarray(teacher_p, np.float32)) + PRIOR_EPS)
+    return torch.softmax(mixed, dim=-1).numpy()
 
 
 def save(student: Student, out: Path, info: dict) -> None:
@@ -40,8 +120,7 @@ def save(student: Student, out: Path, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in student.state_dict().items()},
               out / "student.safetensors")
-    (out / "student.json").write_text(json.dumps({"hidden": student.l1.out_features, **info},
-                                                 indent=2))
+    (out / "student.json").write_text(json.dumps({**student.config(), **info}, indent=2))
 
 
 def load(where: Path) -> tuple[Student, dict]:
@@ -51,17 +130,25 @@ def load(where: Path) -> tuple[Student, dict]:
 
     info = json.loads((where / "student.json").read_text())
     state = load_file(where / "student.safetensors")
-    student = Student(state["mean"].numpy(), state["std"].numpy(), int(info["hidden"]))
+    if "lo" not in state:  # saved before clamping existed: no clamp
+        big = np.finfo(np.float32).max
+        state["lo"] = torch.full_like(state["mean"], -big)
+        state["hi"] = torch.full_like(state["mean"], big)
+    student = Student(np.stack([state["lo"].numpy(), state["hi"].numpy()]),
+                      int(info["hidden"]), info.get("prior", "none"),
+                      float(info.get("step_ms", 1.0)), float(info.get("teacher_weight", 1.0)))
     student.load_state_dict(state)
     return student, info
 
 
 def distill(student: Student, x: np.ndarray, teacher_p: np.ndarray, epochs: int = 20,
             lr: float = 3e-3, batch: int = 256, seed: int = 0) -> list[float]:
-    """KL(teacher || student) on recorded states; returns the loss per epoch."""
+    """KL(target || student) on recorded states (target: see `targets`); returns the loss
+    per epoch."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
-    xt, pt = torch.from_numpy(x), torch.from_numpy(teacher_p.astype(np.float32))
+    xt = torch.from_numpy(np.asarray(x, np.float32))
+    pt = torch.from_numpy(targets(student, x, teacher_p))
     kl = nn.KLDivLoss(reduction="batchmean")
     history = []
     for _ in range(epochs):
@@ -78,20 +165,84 @@ def distill(student: Student, x: np.ndarray, teacher_p: np.ndarray, epochs: int 
     return history
 
 
+def _params(student: Student) -> dict[str, np.ndarray]:
+    return {"mean": student.mean.numpy(), "std": student.std.numpy(),
+            "w1": student.l1.weight.detach().numpy().T, "b1": student.l1.bias.detach().numpy(),
+            "w2": student.l2.weight.detach().numpy().T, "b2": student.l2.bias.detach().numpy()}
+
+
+def to_onnx_with_prior(student: Student, description: str):  # noqa: ANN201 (onnx.ModelProto)
+    """The student's graph: clamp, normalise, MLP, plus DualPI2's log prior, softmax."""
+    from onnx import helper, numpy_helper
+
+    model = to_onnx(_params(student), description)
+    g = model.graph
+    first = g.node[0]  # Sub(input, mean): feed it the clamped input instead
+    consts = {"lo": student.lo.numpy(), "hi": student.hi.numpy()}
+    nodes = [helper.make_node("Min", [contract.INPUT_NAME, "hi"], ["x_hi"]),
+             helper.make_node("Max", ["x_hi", "lo"], ["x_clamped"])]
+    first.input[0] = "x_clamped"
+    softmax = g.node[-1]
+    if student.prior != "none":
+        consts.update({"floor_kb": np.float32(FLOOR_KBYTES), "step_ms": np.float32(student.step_ms),
+                       "one": np.float32(1.0), "zero": np.float32(0.0),
+                       "eps": np.float32(PRIOR_EPS)})
+
+        def gather(name: str) -> str:
+            consts[f"i_{name}"] = np.array([_COL[name]], np.int64)
+            nodes.append(helper.make_node("Gather", [contract.INPUT_NAME, f"i_{name}"],
+                                          [f"f_{name}"], axis=1))
+            return f"f_{name}"
+
+        def op(kind: str, *inputs: str, **attrs: object) -> str:
+            out = f"p{len(nodes)}"
+            nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+            return out
+
+        def at_least(a: str, b: str) -> str:
+            return op("Cast", op("GreaterOrEqual", a, b), to=1)  # to float
+
+        floor = at_least(op("Add", gather("backlog_kbytes_c"), gather("backlog_kbytes_l")),
+                         "floor_kb")
+        step = at_least(gather("expected_wait_ms"), "step_ms")
+        overload = at_least(gather("prob_cl"), "one")
+        prob_c = op("Clip", gather("prob_c"), "zero", "one")
+        prob_cl = op("Clip", "f_prob_cl", "zero", "one")
+        is_l = op("Clip", gather("queue_l"), "zero", "one")
+        is_c = op("Sub", "one", is_l)
+        act_c = op("Mul", floor, prob_c)
+        drop_c = op("Mul", act_c, op("Max", overload,
+                                     op("Clip", gather("ecn_not_ect"), "zero", "one")))
+        keep_l = op("Mul", op("Sub", "one", op("Mul", floor, prob_cl)), op("Sub", "one", step))
+        mark_l = op("Sub", "one", keep_l)
+        drop = op("Mul", is_c, drop_c)
+        mark = op("Add", op("Mul", is_c, op("Sub", act_c, drop_c)), op("Mul", is_l, mark_l))
+        enq = op("Clip", op("Sub", op("Sub", "one", drop), mark), "zero", "one")
+        prior = op("Concat", enq, drop, mark, axis=1)
+        log_prior = op("Log", op("Add", prior, "eps"))
+        logits_in = softmax.input[0]
+        nodes.append(helper.make_node("Add", [logits_in, log_prior], ["logits_prior"]))
+        softmax.input[0] = "logits_prior"
+    old = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes[:2] + old[:-1] + nodes[2:] + old[-1:])
+    g.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items())
+    return model
+
+
 def export(student: Student, out: Path, description: str, held_out: np.ndarray,
            tolerance: float = 1e-4, version: str = "student-1") -> dict[str, float]:
     """Write the ONNX file; check torch/ONNX Runtime parity and the daemon's contract."""
-    params = {"mean": student.mean.numpy(), "std": student.std.numpy(),
-              "w1": student.l1.weight.detach().numpy().T, "b1": student.l1.bias.detach().numpy(),
-              "w2": student.l2.weight.detach().numpy().T, "b2": student.l2.bias.detach().numpy()}
-    model = to_onnx(params, description)
-    for prop in model.metadata_props:
-        if prop.key == "aqmllm.producer":
-            prop.value = "aqmllm_models.student (distilled from the AQM-LLM teacher)"
-        if prop.key == "aqmllm.version":
-            prop.value = version
     import onnx
 
+    model = to_onnx_with_prior(student, description)
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({contract.META_PRODUCER: "aqmllm_models.student (distilled from the "
+                                          "AQM-LLM teacher)",
+                  contract.META_VERSION: version,
+                  "aqmllm.student": ", ".join(f"{k}={v}" for k, v in student.config().items())})
+    onnx.helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, out)
     out.chmod(0o644)

@@ -1,0 +1,147 @@
+"""The student's shapes: DualPI2's prior, clamped inputs, trust in the teacher, export."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                reason="the train extra (torch) is not installed")
+
+from aqmllmd import features  # noqa: E402
+
+COL = {name: i for i, name in enumerate(features.FEATURE_NAMES)}
+
+
+def branch_states(n: int = 3000, seed: int = 0) -> np.ndarray:
+    """States that reach every branch of DualPI2's decision: both queues, every ECN
+    codepoint, below and above the 2-MTU floor and the step, overload."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, features.N_FEATURES), np.float32)
+    x[:, COL["queue_l"]] = rng.integers(0, 2, n)
+    x[np.arange(n), COL["ecn_not_ect"] + rng.integers(0, 4, n)] = 1
+    x[:, COL["backlog_kbytes_c"]] = rng.choice([0, 1, 50, 500], n)
+    x[:, COL["backlog_kbytes_l"]] = rng.choice([0, 1, 20], n)
+    x[:, COL["prob_c"]] = rng.uniform(0, 0.3, n)
+    x[:, COL["prob_cl"]] = rng.choice([0.1, 0.5, 1.0], n)
+    x[:, COL["expected_wait_ms"]] = rng.choice([0, 0.5, 1.0, 2, 50], n)
+    return x
+
+
+def test_the_prior_is_dualpi2s_decision_on_the_real_core() -> None:
+    import torch
+
+    from aqmllm_models.student import dualpi2_prior
+    from aqmllmd.default_model.build import record
+
+    x, taken = record(20000, 1)  # DualPI2 on the C core: states and its decisions
+    p = dualpi2_prior(torch.from_numpy(x)).numpy()
+    assert np.allclose(p.sum(1), 1) and p.min() >= 0
+    for action in (1, 2):  # drop, mark: likelier where DualPI2 took them
+        assert p[taken == action, action].mean() > 2 * p[taken != action, action].mean()
+    marginal = np.bincount(taken, minlength=3) / len(taken)
+    assert (np.log(p[np.arange(len(x)), taken] + 1e-3).mean()
+            > np.log(marginal[taken]).mean())
+
+
+def test_the_prior_marks_every_l4s_packet_past_the_step() -> None:
+    import torch
+
+    from aqmllm_models.student import dualpi2_prior
+
+    x = branch_states()
+    p = dualpi2_prior(torch.from_numpy(x), step_ms=1.0).numpy()
+    past = (x[:, COL["queue_l"]] == 1) & (x[:, COL["expected_wait_ms"]] >= 1.0)
+    assert np.all(p[past, 2] == 1)
+    empty = x[:, COL["backlog_kbytes_c"]] + x[:, COL["backlog_kbytes_l"]] < 3
+    assert np.all(p[empty & (x[:, COL["expected_wait_ms"]] < 1.0), 0] == 1)
+    l4s = x[:, COL["queue_l"]] == 1
+    assert np.all(p[l4s, 1] == 0)  # L4S packets are marked, not dropped
+
+
+def test_a_student_on_the_prior_starts_as_dualpi2_and_learns_a_correction() -> None:
+    import torch
+
+    from aqmllm_models.student import Student, distill, dualpi2_prior
+
+    x = branch_states()
+    student = Student(x, 16, prior="dualpi2")
+    with torch.no_grad():
+        p = torch.softmax(student(torch.from_numpy(x)), -1).numpy()
+    assert np.abs(p - dualpi2_prior(torch.from_numpy(x)).numpy()).max() < 3e-3
+    teacher = np.tile(np.float32([0.5, 0.0, 0.5]), (len(x), 1))  # marks half of all
+    history = distill(student, x, teacher, epochs=10)
+    assert history[-1] < history[0] / 2
+    with torch.no_grad():
+        p = torch.softmax(student(torch.from_numpy(x)), -1).numpy()
+    assert abs(p[:, 2].mean() - 0.5) < 0.1
+
+
+def test_teacher_weight_mixes_the_prior_and_the_teacher() -> None:
+    import torch
+
+    from aqmllm_models.student import Student, dualpi2_prior, targets
+
+    x = branch_states(500)
+    teacher = np.tile(np.float32([0.2, 0.3, 0.5]), (len(x), 1))
+    assert np.allclose(targets(Student(x, prior="dualpi2", teacher_weight=1.0), x, teacher),
+                       teacher)
+    prior = dualpi2_prior(torch.from_numpy(x)).numpy()
+    none = targets(Student(x, prior="dualpi2", teacher_weight=0.0), x, teacher)
+    assert np.abs(none - prior).max() < 5e-3
+    half = targets(Student(x, prior="dualpi2", teacher_weight=0.5), x, teacher)
+    assert np.allclose(half.sum(1), 1)
+    # prior^0.5 * teacher^0.5, renormalised: the log ratio is the same for every action
+    ratio = np.log(half) - 0.5 * np.log(prior + 1e-3) - 0.5 * np.log(teacher + 1e-3)
+    assert np.allclose(ratio, ratio[:, :1], atol=1e-4)
+
+
+def test_inputs_are_clamped_to_the_training_range() -> None:
+    import torch
+
+    from aqmllm_models.student import Student
+
+    x = branch_states(500)
+    student = Student(x, 16)
+    far = x.copy()
+    far[:, COL["expected_wait_ms"]] = 5000.0  # 100x the longest wait seen
+    edge = x.copy()
+    edge[:, COL["expected_wait_ms"]] = x[:, COL["expected_wait_ms"]].max()
+    with torch.no_grad():
+        assert torch.equal(student(torch.from_numpy(far)), student(torch.from_numpy(edge)))
+
+
+def test_bad_student_options_are_refused() -> None:
+    from aqmllm_models.student import Student
+
+    x = branch_states(10)
+    for kwargs in ({"prior": "pie"}, {"teacher_weight": 1.5}, {"step_ms": 0.0}):
+        with pytest.raises(ValueError):
+            Student(x, **kwargs)
+    with pytest.raises(ValueError, match="needs states"):
+        Student(x[:0])
+
+
+@pytest.mark.parametrize("prior", ["none", "dualpi2"])
+def test_export_matches_torch_and_the_daemon_serves_it(prior: str, tmp_path: Path) -> None:
+    from aqmllm_models.student import Student, distill, export, load, save
+    from aqmllmd.model import load as load_for_serving
+
+    x = branch_states()
+    student = Student(x, 16, prior=prior, teacher_weight=0.7)
+    rng = np.random.default_rng(1)
+    distill(student, x, rng.dirichlet([1, 1, 1], len(x)).astype(np.float32), epochs=2)
+    save(student, tmp_path / "s", {"teacher": "test"})
+    again, info = load(tmp_path / "s")
+    assert info["prior"] == prior and info["teacher_weight"] == 0.7
+    beyond = x * 4  # outside the training range: the clamp must agree too
+    r = export(again, tmp_path / "m.onnx", "test", np.concatenate([x, beyond]))
+    assert r["max_abs_diff"] < 1e-4
+    import onnx
+
+    load_for_serving(tmp_path / "m.onnx")  # the daemon's validator accepts it
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert f"prior={prior}" in meta["aqmllm.student"]
