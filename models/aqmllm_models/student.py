@@ -28,8 +28,10 @@ from aqmllmd.default_model.build import to_onnx
 from aqmllmd.model import load as load_for_serving
 
 PRIORS = ("none", "dualpi2")
-#: Floor under the prior's probabilities: a correction of about 7 nats overrides it.
-PRIOR_EPS = 1e-3
+#: Floor under the prior's probabilities. It is also a random drop and mark rate on
+#: every packet where DualPI2 would do nothing: 1e-3 cost CUBIC a sixth of a 50 Mbit/s
+#: link in closed loop (models/README.md). A correction of 14 nats overrides 1e-6.
+PRIOR_EPS = 1e-6
 #: DualPI2's PI-driven part waits for 2 MTU of backlog (kmod/core/aqm_core.c), in kB.
 FLOOR_KBYTES = 3.0
 _COL = {name: i for i, name in enumerate(features.FEATURE_NAMES)}
