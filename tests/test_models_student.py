@@ -119,7 +119,8 @@ def test_bad_student_options_are_refused() -> None:
     from aqmllm_models.student import Student
 
     x = branch_states(10)
-    for kwargs in ({"prior": "pie"}, {"teacher_weight": 1.5}, {"step_ms": 0.0}):
+    for kwargs in ({"prior": "pie"}, {"teacher_weight": 1.5}, {"step_ms": 0.0},
+                   {"teacher_weight": 0.5}):  # a weight below 1 needs a prior
         with pytest.raises(ValueError):
             Student(x, **kwargs)
     with pytest.raises(ValueError, match="needs states"):
@@ -132,12 +133,13 @@ def test_export_matches_torch_and_the_daemon_serves_it(prior: str, tmp_path: Pat
     from aqmllmd.model import load as load_for_serving
 
     x = branch_states()
-    student = Student(x, 16, prior=prior, teacher_weight=0.7)
+    weight = 0.7 if prior == "dualpi2" else 1.0  # below 1 only with a prior
+    student = Student(x, 16, prior=prior, teacher_weight=weight)
     rng = np.random.default_rng(1)
     distill(student, x, rng.dirichlet([1, 1, 1], len(x)).astype(np.float32), epochs=2)
     save(student, tmp_path / "s", {"teacher": "test"})
     again, info = load(tmp_path / "s")
-    assert info["prior"] == prior and info["teacher_weight"] == 0.7
+    assert info["prior"] == prior and info["teacher_weight"] == weight
     beyond = x * 4  # outside the training range: the clamp must agree too
     r = export(again, tmp_path / "m.onnx", "test", np.concatenate([x, beyond]))
     assert r["max_abs_diff"] < 1e-4

@@ -174,6 +174,16 @@ def _student_options(f: Callable[..., None]) -> Callable[..., None]:
                              "decision")(f)
 
 
+def _check_student_shape(prior: str, step_ms: float, teacher_weight: float) -> None:
+    """Refuse a shape the student would refuse, before the teacher's slow labelling."""
+    from .student import check_shape
+
+    try:
+        check_shape(prior, step_ms, teacher_weight)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+
+
 @cli.command()
 @click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("datasets", nargs=-1, required=True,
@@ -195,6 +205,7 @@ def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, 
             target_return_quantile: float, max_windows: int, calibrate: bool, epochs: int,
             hidden: int, prior: str, step_ms: float, teacher_weight: float, out: Path) -> None:
     """Distil the teacher into the student on recorded states (KL to its distributions)."""
+    _check_student_shape(prior, step_ms, teacher_weight)
     from .student import Student
     from .student import distill as run_distill
     from .student import save as save_student
@@ -255,13 +266,14 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from aqmllmd import contract
     from aqmllmd.model import load as load_for_serving
 
     quantize_dynamic(str(model), str(out), weight_type=QuantType.QInt8)
     q = onnx.load(str(out))
     meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
-    onnx.helper.set_model_props(q, {**meta, "aqmllm.version": meta.get("aqmllm.version", "")
-                                    + "-int8"})
+    onnx.helper.set_model_props(q, {**meta, contract.META_VERSION:
+                                    meta.get(contract.META_VERSION, "") + "-int8"})
     onnx.save(q, str(out))
     out.chmod(0o644)
     a, b = load_for_serving(model).run(x), load_for_serving(out).run(x)
@@ -301,6 +313,7 @@ def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, .
     Round 0 distils on DATASETS; each round then runs every SCENARIO on ns-3 with the
     current student served by aqmllmd (policy llm), records the states it visited, has
     the teacher label them, and distils again on everything gathered."""
+    _check_student_shape(prior, step_ms, teacher_weight)
     from .dagger import run_dagger
 
     log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,

@@ -60,18 +60,26 @@ def dualpi2_prior(x: torch.Tensor, step_ms: float = 1.0) -> torch.Tensor:
     return torch.cat([(1 - drop - mark).clamp(0, 1), drop, mark], dim=1)
 
 
+def check_shape(prior: str, step_ms: float, teacher_weight: float) -> None:
+    """ValueError for a student shape that cannot be built."""
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
+    if not 0.0 <= teacher_weight <= 1.0:
+        raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight}")
+    if prior == "none" and teacher_weight != 1.0:
+        raise ValueError("a teacher weight below 1 mixes the teacher with a prior: "
+                         "choose one (prior dualpi2)")
+    if not step_ms > 0:
+        raise ValueError(f"step_ms must be positive, not {step_ms}")
+
+
 class Student(nn.Module):
     def __init__(self, x: np.ndarray, hidden: int = 64, prior: str = "none",
                  step_ms: float = 1.0, teacher_weight: float = 1.0) -> None:
         """A student for the states `x` (float32 [N, F]): they set the normalisation and
         the clamping range."""
         super().__init__()
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
-        if not 0.0 <= teacher_weight <= 1.0:
-            raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight}")
-        if not step_ms > 0:
-            raise ValueError(f"step_ms must be positive, not {step_ms}")
+        check_shape(prior, step_ms, teacher_weight)
         x = np.asarray(x, np.float32).reshape(-1, features.N_FEATURES)
         if len(x) == 0:
             raise ValueError("a student needs states to set its normalisation")
@@ -173,7 +181,7 @@ def _params(student: Student) -> dict[str, np.ndarray]:
             "w2": student.l2.weight.detach().numpy().T, "b2": student.l2.bias.detach().numpy()}
 
 
-def to_onnx_with_prior(student: Student, description: str):  # noqa: ANN201 (onnx.ModelProto)
+def student_graph(student: Student, description: str):  # noqa: ANN201 (onnx.ModelProto)
     """The student's graph: clamp, normalise, MLP, plus DualPI2's log prior, softmax."""
     from onnx import helper, numpy_helper
 
@@ -237,7 +245,7 @@ def export(student: Student, out: Path, description: str, held_out: np.ndarray,
     """Write the ONNX file; check torch/ONNX Runtime parity and the daemon's contract."""
     import onnx
 
-    model = to_onnx_with_prior(student, description)
+    model = student_graph(student, description)
     props = {p.key: p.value for p in model.metadata_props}
     props.update({contract.META_PRODUCER: "aqmllm_models.student (distilled from the "
                                           "AQM-LLM teacher)",

@@ -147,7 +147,7 @@ def _row(r: dict) -> str:
               help="the behaviour policy: DualPI2, PIE or DualPI2 with random exploration "
                    "in the core's place, or a model served by aqmllmd")
 @click.option("--explore-rate", default=0.02, show_default=True,
-              help="--policy explore: share of packets given a random action")
+              help="--policy explore: share of classic packets given a random action")
 @click.option("--target-us", type=int, default=None,
               help="DualPI2's PI target for these runs (default: the scenario's)")
 @click.option("--step-threshold-us", type=int, default=None,

@@ -87,7 +87,7 @@ AqmLlmQueueDisc::GetTypeId()
                           MakeStringAccessor(&AqmLlmQueueDisc::m_behaviourName),
                           MakeStringChecker())
             .AddAttribute("ExploreRate",
-                          "Share of packets the explore behaviour decides at random",
+                          "Share of classic packets the explore behaviour decides at random",
                           DoubleValue(0.02),
                           MakeDoubleAccessor(&AqmLlmQueueDisc::m_exploreRate),
                           MakeDoubleChecker<double>(0, 1))
