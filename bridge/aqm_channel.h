@@ -70,6 +70,16 @@
 #define AQM_ACT_MARK		2u	/* set CE; a drop for Not-ECT */
 #define AQM_NACTIONS		3u
 
+/*
+ * aqm_params.verdict_guard: what DualPI2 still decides when a model's
+ * verdict is in hand.  A verdict is fixed from the state at enqueue; these
+ * look at the packet's own sojourn at dequeue, which no verdict can know.
+ */
+#define AQM_GUARD_NONE		0x0u	/* the verdict alone */
+#define AQM_GUARD_STEP		0x1u	/* L packets past the step: marked */
+#define AQM_GUARD_DUALPI2	0x2u	/* the stronger of verdict and DualPI2 */
+#define AQM_GUARD_ALL		0x3u
+
 /* Probabilities are unsigned 32-bit fractions: AQM_PROB_ONE is 1.0. */
 #define AQM_PROB_ONE		0xffffffffu
 
@@ -107,7 +117,7 @@ struct aqm_params {
 	uint32_t c_protection_pct;	/* classic WRR weight in %; 10 */
 	uint32_t mtu_bytes;		/* 2-MTU floor and WRR credit; 1500 */
 	uint32_t drop_overload;		/* 1: drop classic when k*p' >= 1 */
-	uint32_t reserved;
+	uint32_t verdict_guard;		/* AQM_GUARD_*; default STEP */
 };
 AQM_STATIC_ASSERT(sizeof(struct aqm_params) == 48, "aqm_params ABI");
 

@@ -26,6 +26,7 @@ from aqm_bridge.core import (
 )
 
 ACT_ENQUEUE, ACT_DROP, ACT_MARK = 0, 1, 2
+GUARD_NONE, GUARD_STEP, GUARD_DUALPI2 = 0, 1, 2
 MS = 1_000_000
 
 
@@ -123,15 +124,71 @@ class TestVerdicts:
         if expected == MARK:
             assert stats["marks_model"][queue] == 1
 
-    def test_model_enqueue_overrides_what_dualpi2_would_do(
-            self, core: Core, region: Region) -> None:
+    def test_without_a_guard_model_enqueue_overrides_dualpi2(self, region: Region) -> None:
+        core = Core(seed=1, verdict_guard=GUARD_NONE)
+        core.attach(region)
         core.enqueue(0, 1500, ECN_ECT1)
-        region.read_states(16)
         # 5 ms in the L queue: DualPI2's step would mark it.
         core.enqueue(1, 1500, ECN_ECT1)
         send(region, 1, ACT_ENQUEUE)
         assert core.dequeue(5 * MS, QUEUE_L) == (MARK, 0, SOURCE_FALLBACK)
         assert core.dequeue(5 * MS, QUEUE_L) == (PASS, 1, SOURCE_MODEL)
+
+
+class TestVerdictGuard:
+    """What DualPI2 still decides, at dequeue, over a verdict fixed at enqueue."""
+
+    def test_the_default_guard_marks_l_packets_past_the_step(
+            self, core: Core, region: Region) -> None:
+        assert core.params()["verdict_guard"] == GUARD_STEP
+        core.enqueue(0, 1500, ECN_ECT1)
+        core.enqueue(0, 1500, ECN_ECT1)
+        core.enqueue(0, 1500, ECN_ECT0)
+        for seq in (0, 1, 2):
+            send(region, seq, ACT_ENQUEUE)
+        assert core.dequeue(MS // 2, QUEUE_L) == (PASS, 0, SOURCE_MODEL)
+        assert core.dequeue(5 * MS, QUEUE_L) == (MARK, 1, SOURCE_FALLBACK)
+        # The step is the L queue's: a classic packet's verdict stands.
+        assert core.dequeue(5 * MS, QUEUE_C) == (PASS, 2, SOURCE_MODEL)
+        stats = core.stats()
+        assert stats["step_marks"] == 1 and stats["marks_fallback"] == [0, 1]
+        assert stats["verdicts_applied"] == 3 and stats["decisions_model"] == 2
+
+    def test_the_step_guard_leaves_model_drops_and_marks(
+            self, core: Core, region: Region) -> None:
+        core.enqueue(0, 1500, ECN_ECT1)
+        core.enqueue(0, 1500, ECN_ECT1)
+        send(region, 0, ACT_DROP)
+        send(region, 1, ACT_MARK)
+        assert core.dequeue(5 * MS, QUEUE_L) == (DROP, 0, SOURCE_MODEL)
+        assert core.dequeue(5 * MS, QUEUE_L) == (MARK, 1, SOURCE_MODEL)
+        assert core.stats()["step_marks"] == 0, "the verdict's mark is not the step's"
+
+    def test_a_dualpi2_guard_takes_the_stronger_decision(self, region: Region) -> None:
+        core = Core(seed=1, verdict_guard=GUARD_DUALPI2, step_thresh_ns=1_000_000_000)
+        core.attach(region)
+        # A standing classic queue drives p' to 1: overload, DualPI2 drops classic packets.
+        core.enqueue(0, 1500, ECN_NOT_ECT)
+        for k in range(1, 200):
+            core.tick(k * 16 * MS)
+        assert core.prob_base() == PROB_ONE
+        now = 200 * 16 * MS
+        for _ in range(5):  # above DualPI2's 2-MTU floor while the three leave
+            core.enqueue(now, 1500, ECN_ECT0)
+        for seq, action in ((1, ACT_ENQUEUE), (2, ACT_MARK), (3, ACT_DROP)):
+            send(region, seq, action)
+        assert core.dequeue(now, QUEUE_C)[2] == SOURCE_FALLBACK  # the first, no verdict
+        assert core.dequeue(now, QUEUE_C) == (DROP, 1, SOURCE_FALLBACK)
+        assert core.dequeue(now, QUEUE_C) == (DROP, 2, SOURCE_FALLBACK)
+        assert core.dequeue(now, QUEUE_C) == (DROP, 3, SOURCE_MODEL)
+
+    def test_a_dualpi2_guard_lets_the_model_be_stricter(self, region: Region) -> None:
+        core = Core(seed=1, verdict_guard=GUARD_DUALPI2)
+        core.attach(region)
+        core.enqueue(0, 1500, ECN_ECT0)
+        send(region, 0, ACT_MARK)
+        # p' = 0 and no step in C: DualPI2 would pass it; the model's mark stands.
+        assert core.dequeue(10, QUEUE_C) == (MARK, 0, SOURCE_MODEL)
 
     def test_no_verdict_means_dualpi2(self, core: Core, region: Region) -> None:
         core.enqueue(0, 1500, ECN_ECT0)
@@ -200,7 +257,8 @@ class TestVerdicts:
             decided += 1
         stats = core.stats()
         assert stats["decisions_model"] + stats["decisions_fallback"] == decided == 2000
-        assert stats["decisions_model"] == stats["verdicts_applied"] > 0
+        # The step guard overrides some verdicts; they count as DualPI2's decisions.
+        assert 0 < stats["decisions_model"] <= stats["verdicts_applied"]
 
 
 class TestSimulationHooks:

@@ -118,6 +118,7 @@ class TestScenarioFeatures:
         flat = sc.flat("dualpi2")
         assert "step_threshold_us 1000" in flat and "target_us 15000" in flat
         assert "step_threshold_us" not in sc.flat("pie")
+        assert "verdict_guard 1" in sc.flat("llm") and "verdict_guard" not in flat
         assert "flow cubic 20.0 0.0 10.0 0 0" in flat and "flow reno 20.0 0.0 10.0 50000 -1" in flat
         # Arrivals are drawn from the scenario's seed: the same file, the same flows.
         again = parse({"duration_s": 10, "seed": 3, "flows": [{"cc": "cubic"}],
@@ -144,6 +145,7 @@ class TestScenarioFeatures:
         ({"dualpi2": {"step_us": 2000}}, "dualpi2: unknown field.*step_us"),
         ({"dualpi2": {"target_us": 0}}, r"dualpi2.target_us.*outside"),
         ({"dualpi2": 5}, r"dualpi2: want a \[dualpi2\] table"),
+        ({"dualpi2": {"verdict_guard": "all"}}, r"dualpi2.verdict_guard.*none, step, dualpi2"),
     ])
     def test_bad_capacity_and_background_fields(self, tmp_path: Path, data: dict,
                                                  message: str) -> None:

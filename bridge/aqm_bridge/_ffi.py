@@ -17,7 +17,7 @@ CDEF = """
 struct aqm_params {
     uint32_t limit_pkts; uint32_t limit_bytes; uint32_t target_ns; uint32_t tupdate_ns;
     uint32_t alpha_mhz; uint32_t beta_mhz; uint32_t step_thresh_ns; uint32_t coupling_factor;
-    uint32_t c_protection_pct; uint32_t mtu_bytes; uint32_t drop_overload; uint32_t reserved;
+    uint32_t c_protection_pct; uint32_t mtu_bytes; uint32_t drop_overload; uint32_t verdict_guard;
 };
 struct aqm_counters {
     uint64_t pkts_in[2]; uint64_t bytes_in[2]; uint64_t pkts_out[2]; uint64_t bytes_out[2];

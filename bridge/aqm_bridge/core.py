@@ -39,6 +39,7 @@ PARAM_NAMES = (
     "c_protection_pct",
     "mtu_bytes",
     "drop_overload",
+    "verdict_guard",
 )
 
 COUNTER_NAMES = (

@@ -48,7 +48,7 @@ aqm_params_default(struct aqm_params *p)
 	p->c_protection_pct = 10;
 	p->mtu_bytes = 1500;
 	p->drop_overload = 1;
-	p->reserved = 0;
+	p->verdict_guard = AQM_GUARD_STEP;
 }
 
 int
@@ -73,7 +73,7 @@ aqm_params_validate(const struct aqm_params *p)
 		return (AQM_EINVAL);
 	if (p->c_protection_pct > 100)
 		return (AQM_EINVAL);
-	if (p->drop_overload > 1 || p->reserved != 0)
+	if (p->drop_overload > 1 || (p->verdict_guard & ~AQM_GUARD_ALL) != 0)
 		return (AQM_EINVAL);
 	return (AQM_OK);
 }
@@ -480,6 +480,20 @@ rate_update(struct aqm_core *c, uint64_t now_ns, uint32_t len, int busy)
 	c->last_deq_busy = busy;
 }
 
+/* The native L4S step: an L packet that waited the threshold is marked. */
+static uint32_t
+step_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
+{
+
+	if (pkt->queue != AQM_QUEUE_L || now_ns < pkt->ts_ns ||
+	    now_ns - pkt->ts_ns < c->params.step_thresh_ns)
+		return (AQM_V_PASS);
+	if (pkt->ecn == AQM_ECN_NOT_ECT)
+		return (AQM_V_DROP);
+	c->cnt.step_marks++;
+	return (AQM_V_MARK);
+}
+
 /* DualPI2's own decision for a packet leaving queue q. */
 static uint32_t
 dualpi2_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
@@ -508,14 +522,32 @@ dualpi2_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
 		}
 	}
 	/* Native L4S step, as Linux: not subject to the 2-MTU floor. */
-	if (pkt->queue == AQM_QUEUE_L && verdict == AQM_V_PASS &&
-	    now_ns >= pkt->ts_ns &&
-	    now_ns - pkt->ts_ns >= c->params.step_thresh_ns) {
-		verdict = not_ect ? AQM_V_DROP : AQM_V_MARK;
-		if (verdict == AQM_V_MARK)
-			c->cnt.step_marks++;
-	}
+	if (verdict == AQM_V_PASS)
+		verdict = step_decide(c, now_ns, pkt);
 	return (verdict);
+}
+
+/* Severity order of verdicts: pass < mark < drop. */
+static int
+verdict_rank(uint32_t verdict)
+{
+
+	return (verdict == AQM_V_DROP ? 2 : verdict == AQM_V_MARK ? 1 : 0);
+}
+
+/*
+ * The guard of a model's verdict: DualPI2's decision (or its step alone)
+ * where that is the stronger, taken from the packet's own sojourn.
+ */
+static uint32_t
+guard_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
+{
+
+	if (c->params.verdict_guard & AQM_GUARD_DUALPI2)
+		return (dualpi2_decide(c, now_ns, pkt));
+	if (c->params.verdict_guard & AQM_GUARD_STEP)
+		return (step_decide(c, now_ns, pkt));
+	return (AQM_V_PASS);
 }
 
 static void
@@ -536,6 +568,8 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 {
 	struct aqm_vslot *s = &c->vslot[pkt->seq & VSLOT_MASK];
 	unsigned q = pkt->queue & 1, other = q ^ 1;
+	uint64_t step_marks;
+	uint32_t guard;
 	int other_busy;
 
 	dequeue_accounting(c, pkt, next_head_ts);
@@ -573,15 +607,28 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 			d->verdict = AQM_V_PASS;
 			break;
 		}
-		c->cnt.decisions_model++;
 		c->cnt.verdicts_applied++;
+		step_marks = c->cnt.step_marks;
+		guard = d->verdict == AQM_V_DROP ? AQM_V_PASS :
+		    guard_decide(c, now_ns, pkt);
+		if (verdict_rank(guard) > verdict_rank(d->verdict)) {
+			d->source = AQM_SRC_FALLBACK;
+			d->verdict = guard;
+		} else {
+			/* The verdict stands: no step mark was made. */
+			c->cnt.step_marks = step_marks;
+		}
+	} else {
+		d->source = AQM_SRC_FALLBACK;
+		d->verdict = dualpi2_decide(c, now_ns, pkt);
+	}
+	if (d->source == AQM_SRC_MODEL) {
+		c->cnt.decisions_model++;
 		if (d->verdict == AQM_V_DROP)
 			c->cnt.drops_model[q]++;
 		else if (d->verdict == AQM_V_MARK)
 			c->cnt.marks_model[q]++;
 	} else {
-		d->source = AQM_SRC_FALLBACK;
-		d->verdict = dualpi2_decide(c, now_ns, pkt);
 		c->cnt.decisions_fallback++;
 		if (d->verdict == AQM_V_DROP)
 			c->cnt.drops_fallback[q]++;

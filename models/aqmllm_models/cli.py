@@ -360,9 +360,12 @@ def evaluate(model: str, datasets: tuple[str, ...]) -> None:
 @click.option("--jobs", default=2, show_default=True, help="baseline runs in parallel")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="results.json, table.md and figures here")
+@click.option("--verdict-guard", type=click.Choice(["none", "step", "dualpi2"]), default=None,
+              help="what DualPI2 still decides over the model's verdicts "
+                   "[default: each scenario's, step]")
 @click.option("--json", "as_json", is_flag=True)
 def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds: str,
-                    jobs: int, out: Path, as_json: bool) -> None:
+                    jobs: int, out: Path, verdict_guard: str | None, as_json: bool) -> None:
     """The model against baselines in closed loop on ns-3 (default: the held-out set).
 
     L4S and classic p99 sojourn, utilisation, Jain index and loss per scenario and
@@ -372,7 +375,8 @@ def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds
     names = [p.strip() for p in policies.split(",") if p.strip()]
     try:
         rows = evaluate_closed_loop(Path(model), [Path(s) for s in scenarios] or HELD_OUT,
-                                    names, [int(x) for x in seeds.split(",")], out, jobs)
+                                    names, [int(x) for x in seeds.split(",")], out, jobs,
+                                    verdict_guard)
     except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(rows, indent=2) if as_json else markdown_table(rows))

@@ -48,10 +48,13 @@ def _baseline(job: tuple[Path, str, int, Path]) -> dict[str, Any]:
 
 
 def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str],
-                         seeds: list[int], out: Path, jobs: int = 2) -> list[dict[str, Any]]:
-    """Rows (scenario, policy, seed) of figures; results.json, table.md, figures in out."""
+                         seeds: list[int], out: Path, jobs: int = 2,
+                         verdict_guard: str | None = None) -> list[dict[str, Any]]:
+    """Rows (scenario, policy, seed) of figures; results.json, table.md, figures in out.
+
+    verdict_guard, if given, replaces the scenarios' own (sim/aqmllm_sim/scenario.py)."""
     from aqmllm_sim.runner import run
-    from aqmllm_sim.scenario import POLICIES, load
+    from aqmllm_sim.scenario import GUARDS, POLICIES, load
 
     bad = [p for p in baselines if p not in POLICIES or p == "llm"]
     if bad:
@@ -59,6 +62,8 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
                          f"{', '.join(p for p in POLICIES if p != 'llm')}")
     if not scenarios:
         raise ValueError("no scenario to evaluate on")
+    if verdict_guard is not None and verdict_guard not in GUARDS:
+        raise ValueError(f"verdict guard {verdict_guard!r}: want one of {', '.join(GUARDS)}")
     out.mkdir(parents=True, exist_ok=True)
     names = {p: load(p).name for p in scenarios}  # refuses a bad scenario before any run
     work = [(p, b, s, out / names[p] / f"{b}-{s}") for p in scenarios for s in seeds
@@ -68,10 +73,12 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
     for p in tqdm([(p, s) for p in scenarios for s in seeds], desc="model (llm)"):
         path, seed = p
         sc = dataclasses.replace(load(path), seed=seed)
+        if verdict_guard is not None:
+            sc = dataclasses.replace(sc, verdict_guard=verdict_guard)
         r = run(sc, "llm", out / names[path] / f"llm-{seed}", model=str(model), plots=False)
         rows.append(summarise(r, seed))
-    (out / "results.json").write_text(json.dumps({"model": str(model), "rows": rows},
-                                                 indent=2))
+    results = {"model": str(model), "verdict_guard": verdict_guard, "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "table.md").write_text(markdown_table(rows) + "\n")
     _figures(rows, out, {names[p]: out / names[p] for p in scenarios},
              [*baselines, "llm"], seeds[0])

@@ -31,6 +31,9 @@
     [dualpi2]               # optional: the core's DualPI2 (policies dualpi2 and llm)
     step_threshold_us = 1000  # L queue step marking threshold
     target_us = 15000       # PI target delay
+    verdict_guard = "step"  # policy llm: what DualPI2 still decides over a verdict:
+                            # none | step (L packets past the step are marked) |
+                            # dualpi2 (its whole decision, where it is the stronger)
 
     [[rate_steps]]          # optional: capacity changes
     at_s = 10
@@ -59,6 +62,8 @@ from typing import Any
 
 CCS = ("dctcp", "cubic", "reno")
 POLICIES = ("dualpi2", "llm", "fifo", "pie", "codel", "fq_codel", "red")
+# aqm_params.verdict_guard (AQM_GUARD_*): DualPI2's decision includes its step.
+GUARDS = {"none": 0, "step": 1, "dualpi2": 2}
 
 
 class ScenarioError(Exception):
@@ -99,6 +104,7 @@ class Scenario:
     trace: Path | None = None
     step_threshold_us: int = 1000  # the core's DualPI2 (policies dualpi2 and llm)
     target_us: int = 15000
+    verdict_guard: str = "step"  # policy llm: what DualPI2 decides over a verdict (GUARDS)
 
     def flat(self, policy: str, channel: str = "", llm_latency_us: int = 0) -> str:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
@@ -112,6 +118,8 @@ class Scenario:
         if policy in ("dualpi2", "llm"):
             lines += [f"step_threshold_us {self.step_threshold_us}",
                       f"target_us {self.target_us}"]
+        if policy == "llm":
+            lines.append(f"verdict_guard {GUARDS[self.verdict_guard]}")
         lines += [f"flow {f.cc} {f.rtt_ms} {f.start_s} {f.stop_s} {f.bytes} "
                   f"{-1 if f.ecn is None else int(f.ecn)}" for f in self.flows]
         lines += [f"rate_at {t} {r}" for t, r in self.rate_steps]
@@ -281,14 +289,18 @@ def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = No
     core = data.get("dualpi2", {})
     if not isinstance(core, dict):
         raise ScenarioError(f"{origin}: dualpi2: want a [dualpi2] table")
-    _check_keys(f"{origin}: dualpi2", core, {"step_threshold_us", "target_us"})
+    _check_keys(f"{origin}: dualpi2", core, {"step_threshold_us", "target_us", "verdict_guard"})
     step_us = int(_number(f"{origin}: dualpi2.step_threshold_us",
                           core.get("step_threshold_us", 1000), 1, 1_000_000))
     target_us = int(_number(f"{origin}: dualpi2.target_us", core.get("target_us", 15000),
                             1, 1_000_000))
+    guard = core.get("verdict_guard", "step")
+    if guard not in GUARDS:
+        raise ScenarioError(f"{origin}: dualpi2.verdict_guard: {guard!r}, "
+                            f"want one of {', '.join(GUARDS)}")
     name = data.get("name", origin)
     return Scenario(str(name), rate, duration, ecn, seed, tuple(flows), tuple(steps), loss,
-                    tuple(udp), trace_path, step_us, target_us)
+                    tuple(udp), trace_path, step_us, target_us, guard)
 
 
 def load(path: str | Path) -> Scenario:

@@ -60,6 +60,11 @@ AqmLlmQueueDisc::GetTypeId()
                           UintegerValue(15000),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_targetUs),
                           MakeUintegerChecker<uint32_t>(1, 1000000))
+            .AddAttribute("VerdictGuard",
+                          "What DualPI2 still decides over a verdict (AQM_GUARD_*)",
+                          UintegerValue(AQM_GUARD_STEP),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_verdictGuard),
+                          MakeUintegerChecker<uint32_t>(0, AQM_GUARD_ALL))
             .AddAttribute("Channel",
                           "POSIX shm name of a channel region for aqmllmd ('': none)",
                           StringValue(""),
@@ -107,6 +112,7 @@ AqmLlmQueueDisc::AqmLlmQueueDisc()
       m_seed(1),
       m_stepThreshUs(1000),
       m_targetUs(15000),
+      m_verdictGuard(AQM_GUARD_STEP),
       m_inferenceLatencyUs(0),
       m_verdictTimeoutMs(1000),
       m_consumerWaitS(30),
@@ -158,6 +164,9 @@ AqmLlmQueueDisc::InitializeParams()
     aqm_params_default(&p);
     p.step_thresh_ns = m_stepThreshUs * 1000u;
     p.target_ns = m_targetUs * 1000u;
+    // Without aqmllmd the verdicts are a behaviour policy's (PIE, explore), and a
+    // recording must hold that policy's own decisions.
+    p.verdict_guard = m_channel.empty() ? AQM_GUARD_NONE : m_verdictGuard;
     if (!m_channel.empty())
     {
         // aqmllmd skips states whose deadline has passed on its own clock

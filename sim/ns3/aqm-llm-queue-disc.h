@@ -63,6 +63,7 @@ class AqmLlmQueueDisc : public QueueDisc
     uint32_t m_seed;
     uint32_t m_stepThreshUs;
     uint32_t m_targetUs;
+    uint32_t m_verdictGuard;
     // The llm policy: a channel region in POSIX shared memory served by aqmllmd.
     std::string m_channel;          ///< shm name; empty: DualPI2 alone
     uint32_t m_inferenceLatencyUs;  ///< verdicts apply to packets older than this

@@ -24,6 +24,7 @@
  *   timeseries <path> / interval_s <s> / sojourns <path> / record <path>
  *   channel <shm name> / llm_latency_us <us>   (policy llm)
  *   step_threshold_us <us> / target_us <us>    (the core's DualPI2, dualpi2 and llm)
+ *   verdict_guard <AQM_GUARD_* bits>     (llm: what DualPI2 decides over a verdict)
  *   progress_s <s>                       (print "progress <t>" to stdout)
  *
  * Every sender has its own 1 Gbit/s access link (one-way delay chosen so the
@@ -87,6 +88,7 @@ struct Scenario
     uint32_t llmLatencyUs = 0; // llm policy: emulated inference latency
     uint32_t stepThresholdUs = 1000; // the core: L queue step marking threshold
     uint32_t targetUs = 15000;       // the core: PI target delay
+    uint32_t verdictGuard = AQM_GUARD_STEP; // the core: DualPI2 over a verdict
     std::vector<FlowSpec> flows;
     std::vector<std::pair<double, double>> rateAt; // (time s, Mbit/s)
     double loss = 0;
@@ -154,6 +156,8 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.stepThresholdUs) && s.stepThresholdUs >= 1;
         else if (key == "target_us")
             ok = static_cast<bool>(ls >> s.targetUs) && s.targetUs >= 1;
+        else if (key == "verdict_guard")
+            ok = static_cast<bool>(ls >> s.verdictGuard) && s.verdictGuard <= AQM_GUARD_ALL;
         else if (key == "rate_at")
         {
             double t, r;
@@ -779,7 +783,8 @@ main(int argc, char* argv[])
                              UintegerValue(sc.llmLatencyUs), "RecordPath",
                              StringValue(sc.record), "StepThresholdUs",
                              UintegerValue(sc.stepThresholdUs), "TargetUs",
-                             UintegerValue(sc.targetUs));
+                             UintegerValue(sc.targetUs), "VerdictGuard",
+                             UintegerValue(sc.verdictGuard));
     }
     else if (sc.policy == "fifo")
         tch.SetRootQueueDisc("ns3::FifoQueueDisc", "MaxSize", StringValue("1000p"));
