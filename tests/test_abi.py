@@ -7,7 +7,9 @@ the constants of aqm_bridge do not follow fails here, not as corrupted memory la
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +47,9 @@ def test_constants() -> None:
     assert ABI["rings_off"] == ABI["ctrl_off"] + ABI["sizeof.aqm_chan_ctrl"]
     assert (abi.QUEUE_C, abi.QUEUE_L) == (core.QUEUE_C, core.QUEUE_L)
     assert (abi.ACT_ENQUEUE, abi.ACT_DROP, abi.ACT_MARK) == (core.PASS, core.DROP, core.MARK)
+    header = (Path(__file__).resolve().parents[1] / "bridge" / "aqm_channel.h").read_text()
+    guards = dict(re.findall(r"#define\s+AQM_GUARD_(NONE|STEP|DUALPI2)\s+(0x[0-9a-f]+)u", header))
+    assert {k.lower(): int(v, 16) for k, v in guards.items()} == abi.VERDICT_GUARDS
 
 
 @pytest.mark.parametrize(("dtype", "struct"), [(STATE_DTYPE, "aqm_state_rec"),

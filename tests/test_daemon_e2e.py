@@ -149,6 +149,9 @@ def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
     client = Client(rig.control, timeout_ms=5000)
     try:
         assert client.call("reload")["model"] == "interim-dualpi2-fit-1"
+        status = client.call("status")
+        # The interim model names no guard; the data path runs the core's default.
+        assert status["model"]["verdict_guard"] is None and status["verdict_guard"] == "step"
         assert client.call("set_model", path=str(DEFAULT_MODEL))["new"]
         before = rig.counters()["decisions_model"]
         rig.wait_model_decisions(before + 200)  # serving went on through both swaps
@@ -225,6 +228,9 @@ def hostile_models(tmp: Path) -> dict[str, tuple[Path, str]]:
     truncated = tmp / "truncated.onnx"
     truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:2000])
     os.chmod(truncated, 0o644)
+    guard = to_onnx(params(), "guard")
+    onnx.helper.set_model_props(guard, {**{p.key: p.value for p in guard.metadata_props},
+                                        "aqmllm.verdict_guard": "all-of-them"})
     stranger = save(to_onnx(params(), "stranger"), "stranger.onnx")
     os.chown(stranger, 12345, 12345)  # neither root nor the daemon's user
     return {
@@ -232,6 +238,7 @@ def hostile_models(tmp: Path) -> dict[str, tuple[Path, str]]:
         "NaN output": (save(nan, "nan.onnx"), "NaN"),
         "custom operator": (save(custom, "custom.onnx"), "custom operator"),
         "truncated": (truncated, "not a readable ONNX model|invalid"),
+        "unknown verdict guard": (save(guard, "guard.onnx"), "verdict guard 'all-of-them'"),
         "world-writable": (save(to_onnx(params(), "ww"), "ww.onnx", 0o666),
                            "writable by group or others"),
         "another owner": (stranger, "owned by uid 12345"),

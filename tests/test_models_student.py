@@ -100,6 +100,44 @@ def test_teacher_weight_mixes_the_prior_and_the_teacher() -> None:
     assert np.allclose(ratio, ratio[:, :1], atol=1e-4)
 
 
+def test_the_residual_and_the_guard_together_take_the_target() -> None:
+    from aqmllm_models.student import residual
+
+    rng = np.random.default_rng(4)
+    target = rng.dirichlet([3, 1, 1], 4000)
+    guard = rng.dirichlet([6, 1, 1], 4000)
+    s = residual(target, guard)
+    assert np.allclose(s.sum(1), 1, atol=1e-6) and (s >= 0).all()
+    # The stricter of two independent draws (pass < mark < drop).
+    both_pass = s[:, 0] * guard[:, 0]
+    either_drops = 1 - (1 - s[:, 1]) * (1 - guard[:, 1])
+    # Where the guard alone is not already stricter than the target, and passing as
+    # often as the target leaves the verdict room for its drops, the two together take
+    # the target exactly.
+    s_pass = target[:, 0] / guard[:, 0]
+    s_drop = (target[:, 1] - guard[:, 1]) / (1 - guard[:, 1])
+    reachable = (s_pass <= 1) & (s_drop >= 0) & (s_pass + s_drop <= 1)
+    assert reachable.mean() > 0.3
+    assert np.allclose(both_pass[reachable], target[reachable, 0], atol=1e-5)
+    assert np.allclose(either_drops[reachable], target[reachable, 1], atol=1e-5)
+    # A target laxer than the guard: the verdict adds nothing.
+    lax = residual(np.array([[1.0, 0.0, 0.0]]), np.array([[0.5, 0.2, 0.3]]))
+    assert np.allclose(lax, [[1.0, 0.0, 0.0]])
+
+
+def test_a_student_made_for_the_dualpi2_guard_learns_the_residual() -> None:
+    import torch
+
+    from aqmllm_models.student import Student, dualpi2_prior, residual, targets
+
+    x = branch_states(500)
+    teacher = np.tile(np.float32([0.5, 0.1, 0.4]), (len(x), 1))
+    student = Student(x, guard="dualpi2")
+    want = residual(teacher, dualpi2_prior(torch.from_numpy(x)).numpy())
+    assert np.allclose(targets(student, x, teacher), want)
+    assert np.allclose(targets(Student(x, guard="step"), x, teacher), teacher)
+
+
 def test_inputs_are_clamped_to_the_training_range() -> None:
     import torch
 
@@ -120,7 +158,8 @@ def test_bad_student_options_are_refused() -> None:
 
     x = branch_states(10)
     for kwargs in ({"prior": "pie"}, {"teacher_weight": 1.5}, {"step_ms": 0.0},
-                   {"teacher_weight": 0.5}):  # a weight below 1 needs a prior
+                   {"teacher_weight": 0.5},  # a weight below 1 needs a prior
+                   {"guard": "pie"}):
         with pytest.raises(ValueError):
             Student(x, **kwargs)
     with pytest.raises(ValueError, match="needs states"):
@@ -134,17 +173,20 @@ def test_export_matches_torch_and_the_daemon_serves_it(prior: str, tmp_path: Pat
 
     x = branch_states()
     weight = 0.7 if prior == "dualpi2" else 1.0  # below 1 only with a prior
-    student = Student(x, 16, prior=prior, teacher_weight=weight)
+    guard = "dualpi2" if prior == "none" else "step"
+    student = Student(x, 16, prior=prior, teacher_weight=weight, guard=guard)
     rng = np.random.default_rng(1)
     distill(student, x, rng.dirichlet([1, 1, 1], len(x)).astype(np.float32), epochs=2)
     save(student, tmp_path / "s", {"teacher": "test"})
     again, info = load(tmp_path / "s")
     assert info["prior"] == prior and info["teacher_weight"] == weight
+    assert again.guard == guard
     beyond = x * 4  # outside the training range: the clamp must agree too
     r = export(again, tmp_path / "m.onnx", "test", np.concatenate([x, beyond]))
     assert r["max_abs_diff"] < 1e-4
     import onnx
 
-    load_for_serving(tmp_path / "m.onnx")  # the daemon's validator accepts it
+    # The daemon's validator accepts it, and reads the guard it was made for.
+    assert load_for_serving(tmp_path / "m.onnx").verdict_guard == guard
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert f"prior={prior}" in meta["aqmllm.student"]

@@ -14,6 +14,9 @@ MAGIC = 0x4C4D5141
 QUEUE_C, QUEUE_L = 0, 1
 ACT_ENQUEUE, ACT_DROP, ACT_MARK = 0, 1, 2
 ACTIONS = ("enqueue", "drop", "mark")
+#: aqm_params.verdict_guard (AQM_GUARD_*): what DualPI2 still decides over a verdict.
+#: DualPI2's whole decision includes its step.
+VERDICT_GUARDS = {"none": 0, "step": 1, "dualpi2": 2}
 
 FLAG_PAUSED = 0x1
 FLAG_PRODUCER_UP = 0x2

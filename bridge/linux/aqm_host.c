@@ -759,7 +759,7 @@ usage(void)
 	    "         [--stress-log FILE] [--pps N] [--backlog N]\n"
 	    "         [--wait-consumer S]\n"
 	    "         [--state-ring N] [--verdict-ring N] [--keep-shm]\n"
-	    "         [--seed N] [--json]\n");
+	    "         [--seed N] [--verdict-guard 0|1|2] [--json]\n");
 	exit(2);
 }
 
@@ -799,6 +799,7 @@ main(int argc, char **argv)
 		{ "verdict-ring", required_argument, NULL, 'y' },
 		{ "keep-shm", no_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 'z' },
+		{ "verdict-guard", required_argument, NULL, 'g' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "load", required_argument, NULL, 'O' },
 		{ "arrivals", required_argument, NULL, 'A' },
@@ -809,6 +810,7 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
+	struct aqm_params params;
 	struct host h;
 	struct openloop ol = { 0, 0, 10e6, 10e6, { 0.5, 0.25, 0.25 }, 1500 };
 	const char *shm = "aqm_llm", *trace = NULL, *stress_log = NULL;
@@ -819,6 +821,7 @@ main(int argc, char **argv)
 	int ch, i, rc = 0;
 
 	memset(&h, 0, sizeof(h));
+	aqm_params_default(&params);
 	h.rate_bps = 100e6;
 	h.rng = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -850,6 +853,8 @@ main(int argc, char **argv)
 		case 'k': keep = 1; break;
 		case 'z': h.rng = (uint64_t)num_arg("seed", optarg, 0,
 		    1e18) | 1; break;
+		case 'g': params.verdict_guard = (uint32_t)num_arg(
+		    "verdict-guard", optarg, 0, AQM_GUARD_DUALPI2); break;
 		case 'j': json = 1; break;
 		case 'O': ol.load = num_arg("load", optarg, 0.001, 100);
 		    break;
@@ -895,7 +900,7 @@ main(int argc, char **argv)
 	/* Wake on time: the default 50 us slack is a packet time at 100 Mbit/s. */
 	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 	h.core = xcalloc(1, (size_t)aqm_core_size());
-	aqm_core_init(h.core, NULL, h.rng, mono_ns());
+	aqm_core_init(h.core, &params, h.rng, mono_ns());
 	for (i = 0; i < 2; i++) {
 		h.q[i].cap = AQM_LIMIT_PKTS_MAX + 1;
 		h.q[i].slot = xcalloc(h.q[i].cap, sizeof(struct hpkt));

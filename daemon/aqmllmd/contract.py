@@ -6,6 +6,8 @@ daemon validates every file against it before serving (aqmllmd.model).
 
 from __future__ import annotations
 
+from aqm_bridge import abi
+
 CONTRACT_VERSION = "1"
 
 #: Graph input: float32 [batch, len(FEATURE_NAMES)], raw feature values (see features.py).
@@ -21,6 +23,9 @@ META_ACTIONS = "aqmllm.actions"
 META_PRODUCER = "aqmllm.producer"
 META_VERSION = "aqmllm.version"
 META_DESCRIPTION = "aqmllm.description"
+#: Optional: the core's verdict guard the model was made for (none, step, dualpi2).
+META_VERDICT_GUARD = "aqmllm.verdict_guard"
+VERDICT_GUARDS = tuple(abi.VERDICT_GUARDS)
 
 #: Standard ONNX operator domains only; anything else is a custom operator.
 ALLOWED_DOMAINS = frozenset({"", "ai.onnx"})

@@ -82,6 +82,10 @@ def check_graph(model: onnx.ModelProto) -> dict[str, str]:
     if features != FEATURE_NAMES:
         raise ModelError(f"feature names differ from this daemon's pipeline: model has "
                          f"{list(features)}, pipeline has {list(FEATURE_NAMES)}")
+    guard = meta.get(contract.META_VERDICT_GUARD)
+    if guard is not None and guard not in contract.VERDICT_GUARDS:
+        raise ModelError(f"verdict guard {guard[:40]!r} ({contract.META_VERDICT_GUARD}), "
+                         f"want one of {', '.join(contract.VERDICT_GUARDS)}")
     actions = tuple(meta.get(contract.META_ACTIONS, "").split(","))
     if actions != contract.ACTIONS:
         raise ModelError(f"action order {list(actions)}, want {list(contract.ACTIONS)}")
@@ -143,6 +147,8 @@ class Model:
     description: str
     sha256: str
     session: ort.InferenceSession
+    #: The core's verdict guard the model was made for; None: it does not say.
+    verdict_guard: str | None = None
 
     def run(self, features: np.ndarray) -> np.ndarray:
         (out,) = self.session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: features})
@@ -183,4 +189,5 @@ def load(path: str | os.PathLike[str], trust: TrustPolicy | None = None,
     return Model(path=path, version=meta.get(contract.META_VERSION, digest[:12]),
                  producer=meta.get(contract.META_PRODUCER, "unknown"),
                  description=meta.get(contract.META_DESCRIPTION, ""),
-                 sha256=digest, session=session)
+                 sha256=digest, session=session,
+                 verdict_guard=meta.get(contract.META_VERDICT_GUARD))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from aqm_bridge.abi import STATE_DTYPE
+from aqm_bridge.abi import VERDICT_GUARDS as GUARD_CODES
 from aqm_bridge.channel import ChannelError, Region
 
 from . import features
@@ -144,7 +145,26 @@ class Server:
         self._history = features.History()
         log.info("attached to %s (data path %s)", self.cfg.channel,
                  "up" if region.producer_up else "not attached yet")
+        self.region = region
+        self._check_guard()
         return region
+
+    def _guard_in_force(self) -> str | None:
+        """The data path's verdict guard (kmod/core/README.md), None if unknown."""
+        if self.region is None:
+            return None
+        code = self.region.current_params().get("verdict_guard")
+        return {v: k for k, v in GUARD_CODES.items()}.get(code, str(code))
+
+    def _check_guard(self) -> None:
+        """Warn when the model was made for another verdict guard than the data path's:
+        it is served anyway (the guard is the operator's), but decides other than it
+        was evaluated."""
+        want, have = self.slot.current.verdict_guard, self._guard_in_force()
+        if want is not None and have is not None and want != have:
+            log.warning("model %s was made for verdict_guard %s, the data path runs %s: "
+                        "aqmllmctl params set verdict_guard=%d", self.slot.current.version,
+                        want, have, GUARD_CODES[want])
 
     def set_paused(self, on: bool) -> None:
         self.paused = on
@@ -176,6 +196,7 @@ class Server:
                 settle_heap()
                 self.metrics.set_model(model.version, model.producer, model.sha256)
                 log.info("now serving model %s (%s)", model.version, model.path)
+                self._check_guard()
             try:
                 # Idle, a look at the indices is enough; busy, read straight away.
                 recs = (_NO_STATES if idle_since and not self.region.pending_states() else
@@ -294,7 +315,9 @@ class Server:
         return {
             "model": {"version": model.version, "producer": model.producer,
                       "path": str(model.path), "sha256": model.sha256,
-                      "description": model.description},
+                      "description": model.description,
+                      "verdict_guard": model.verdict_guard},
+            "verdict_guard": self._guard_in_force(),
             "previous_model": self.slot.previous.version if self.slot.previous else None,
             "paused": self.paused,
             "channel": self.cfg.channel,

@@ -163,6 +163,10 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
 
 def _student_options(f: Callable[..., None]) -> Callable[..., None]:
     """The student's shape, shared by distill and dagger (student.py)."""
+    f = click.option("--guard", type=click.Choice(["none", "step", "dualpi2"]), default="step",
+                     show_default=True,
+                     help="the core's verdict guard the student is made for; dualpi2: it "
+                          "learns what the target adds beyond DualPI2's own decisions")(f)
     f = click.option("--teacher-weight", type=click.FloatRange(0, 1), default=1.0,
                      show_default=True,
                      help="w: learn prior^(1-w) * teacher^w (1: the teacher alone)")(f)
@@ -174,12 +178,13 @@ def _student_options(f: Callable[..., None]) -> Callable[..., None]:
                              "decision")(f)
 
 
-def _check_student_shape(prior: str, step_ms: float, teacher_weight: float) -> None:
+def _check_student_shape(prior: str, step_ms: float, teacher_weight: float,
+                         guard: str) -> None:
     """Refuse a shape the student would refuse, before the teacher's slow labelling."""
     from .student import check_shape
 
     try:
-        check_shape(prior, step_ms, teacher_weight)
+        check_shape(prior, step_ms, teacher_weight, guard)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
 
@@ -203,9 +208,10 @@ def _check_student_shape(prior: str, step_ms: float, teacher_weight: float) -> N
               help="student directory (student.safetensors, student.json)")
 def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, tiny: bool,
             target_return_quantile: float, max_windows: int, calibrate: bool, epochs: int,
-            hidden: int, prior: str, step_ms: float, teacher_weight: float, out: Path) -> None:
+            hidden: int, prior: str, step_ms: float, teacher_weight: float, guard: str,
+            out: Path) -> None:
     """Distil the teacher into the student on recorded states (KL to its distributions)."""
-    _check_student_shape(prior, step_ms, teacher_weight)
+    _check_student_shape(prior, step_ms, teacher_weight, guard)
     from .student import Student
     from .student import distill as run_distill
     from .student import save as save_student
@@ -220,7 +226,7 @@ def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, 
                                progress=True)
     t_label = time.perf_counter() - t0
     x = steps.features[idx]
-    student = Student(steps.features, hidden, prior, step_ms, teacher_weight)
+    student = Student(steps.features, hidden, prior, step_ms, teacher_weight, guard)
     history = run_distill(student, x, probs, epochs=epochs)
     info = {"teacher": str(teacher_dir), "datasets": list(datasets), "target_return": target,
             "target_return_quantile": target_return_quantile, "states": int(len(x)),
@@ -307,19 +313,20 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
 def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, ...],
            backbone: str | None, tiny: bool, rounds: int, max_windows: int, max_visited: int,
            labels: Path | None, epochs: int, hidden: int, prior: str, step_ms: float,
-           teacher_weight: float, out: Path) -> None:
+           teacher_weight: float, guard: str, out: Path) -> None:
     """DAgger: the student drives the simulator, the teacher labels where it went.
 
     Round 0 distils on DATASETS; each round then runs every SCENARIO on ns-3 with the
     current student served by aqmllmd (policy llm), records the states it visited, has
-    the teacher label them, and distils again on everything gathered."""
-    _check_student_shape(prior, step_ms, teacher_weight)
+    the teacher label them, and distils again on everything gathered. The rollouts run
+    under the student's --guard."""
+    _check_student_shape(prior, step_ms, teacher_weight, guard)
     from .dagger import run_dagger
 
     log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,
                      rounds=rounds, max_windows=max_windows, max_visited=max_visited,
                      labels=labels, epochs=epochs, hidden=hidden, prior=prior,
-                     step_ms=step_ms, teacher_weight=teacher_weight,
+                     step_ms=step_ms, teacher_weight=teacher_weight, guard=guard,
                      report=lambda r: click.echo(json.dumps(r)))
     click.echo(json.dumps({"out": str(out), "rounds": log}))
 
@@ -362,7 +369,7 @@ def evaluate(model: str, datasets: tuple[str, ...]) -> None:
               help="results.json, table.md and figures here")
 @click.option("--verdict-guard", type=click.Choice(["none", "step", "dualpi2"]), default=None,
               help="what DualPI2 still decides over the model's verdicts "
-                   "[default: each scenario's, step]")
+                   "[default: the model's own (its metadata), else each scenario's, step]")
 @click.option("--json", "as_json", is_flag=True)
 def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds: str,
                     jobs: int, out: Path, verdict_guard: str | None, as_json: bool) -> None:

@@ -52,9 +52,12 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
                          verdict_guard: str | None = None) -> list[dict[str, Any]]:
     """Rows (scenario, policy, seed) of figures; results.json, table.md, figures in out.
 
-    verdict_guard, if given, replaces the scenarios' own (sim/aqmllm_sim/scenario.py)."""
+    verdict_guard, if given, replaces the scenarios' own (sim/aqmllm_sim/scenario.py); by
+    default the model's own (its metadata), if it names one."""
     from aqmllm_sim.runner import run
     from aqmllm_sim.scenario import GUARDS, POLICIES, load
+    from aqmllmd.model import ModelError
+    from aqmllmd.model import load as load_for_serving
 
     bad = [p for p in baselines if p not in POLICIES or p == "llm"]
     if bad:
@@ -62,6 +65,11 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
                          f"{', '.join(p for p in POLICIES if p != 'llm')}")
     if not scenarios:
         raise ValueError("no scenario to evaluate on")
+    if verdict_guard is None:
+        try:
+            verdict_guard = load_for_serving(model).verdict_guard
+        except ModelError as e:
+            raise ValueError(str(e)) from e
     if verdict_guard is not None and verdict_guard not in GUARDS:
         raise ValueError(f"verdict guard {verdict_guard!r}: want one of {', '.join(GUARDS)}")
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ def run_dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[st
                max_windows: int = 20000, max_visited: int = 5000,
                labels: Path | None = None, epochs: int = 10,
                hidden: int = 64, prior: str = "none", step_ms: float = 1.0,
-               teacher_weight: float = 1.0, report: Callable[[dict[str, Any]], None] | None = None,
+               teacher_weight: float = 1.0, guard: str = "none",
+               report: Callable[[dict[str, Any]], None] | None = None,
                ) -> list[dict[str, Any]]:
     from aqmllm_sim.dataset import flatten, load_rows
     from aqmllm_sim.runner import run
@@ -45,7 +46,7 @@ def run_dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[st
         probs, idx = teacher_probs(teacher, steps, target_return=target,
                                    max_windows=max_windows, weights=weights, progress=True)
         xs, ps = [steps.features[idx]], [probs]
-    student = Student(steps.features, hidden, prior, step_ms, teacher_weight)
+    student = Student(steps.features, hidden, prior, step_ms, teacher_weight, guard)
     onnx_path = out / "model.onnx"
     log: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +61,8 @@ def run_dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[st
             for s_path in scenarios:
                 sc = load_scenario(s_path)
                 rows_path = Path(tmp, f"round-{rnd}.bin")
-                r = run(dataclasses.replace(sc, seed=100 + rnd), "llm", model=str(onnx_path),
+                sc = dataclasses.replace(sc, seed=100 + rnd, verdict_guard=guard)
+                r = run(sc, "llm", model=str(onnx_path),
                         record=rows_path, plots=False)
                 rows = load_rows(rows_path)
                 visited = from_columns(flatten(rows), [len(rows)])

@@ -12,6 +12,10 @@ Either way the network's inputs are clamped to the range seen in training, and
 `teacher_weight` < 1 distils towards the geometric mixture prior^(1-w) * teacher^w, the
 policy that minimises (1-w)*KL(pi||prior) + w*KL(pi||teacher): how far to trust an
 undertrained teacher away from the classical controller.
+With `guard="dualpi2"` the student is made for the core's DualPI2 verdict guard
+(kmod/core/README.md), under which DualPI2's decision at dequeue wins wherever it is the
+stricter. The student then learns the *residual*: the decisions the target takes beyond
+DualPI2's, so that the two together take the target's (see `residual`).
 `export` checks the file with the daemon's validator and against torch on held-out states.
 """
 
@@ -28,6 +32,8 @@ from aqmllmd.default_model.build import to_onnx
 from aqmllmd.model import load as load_for_serving
 
 PRIORS = ("none", "dualpi2")
+#: The core's verdict guards a student can be made for (aqm_params.verdict_guard).
+GUARDS = contract.VERDICT_GUARDS
 #: Floor under the prior's probabilities. It is also a random drop and mark rate on
 #: every packet where DualPI2 would do nothing: 1e-3 cost CUBIC a sixth of a 50 Mbit/s
 #: link in closed loop (models/README.md). A correction of 14 nats overrides 1e-6.
@@ -60,10 +66,13 @@ def dualpi2_prior(x: torch.Tensor, step_ms: float = 1.0) -> torch.Tensor:
     return torch.cat([(1 - drop - mark).clamp(0, 1), drop, mark], dim=1)
 
 
-def check_shape(prior: str, step_ms: float, teacher_weight: float) -> None:
+def check_shape(prior: str, step_ms: float, teacher_weight: float,
+                guard: str = "step") -> None:
     """ValueError for a student shape that cannot be built."""
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
+    if guard not in GUARDS:
+        raise ValueError(f"guard must be one of {GUARDS}, not {guard!r}")
     if not 0.0 <= teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight}")
     if prior == "none" and teacher_weight != 1.0:
@@ -75,11 +84,13 @@ def check_shape(prior: str, step_ms: float, teacher_weight: float) -> None:
 
 class Student(nn.Module):
     def __init__(self, x: np.ndarray, hidden: int = 64, prior: str = "none",
-                 step_ms: float = 1.0, teacher_weight: float = 1.0) -> None:
+                 step_ms: float = 1.0, teacher_weight: float = 1.0,
+                 guard: str = "step") -> None:
         """A student for the states `x` (float32 [N, F]): they set the normalisation and
-        the clamping range."""
+        the clamping range. `guard`: the core's verdict guard it will run under."""
         super().__init__()
-        check_shape(prior, step_ms, teacher_weight)
+        check_shape(prior, step_ms, teacher_weight, guard)
+        self.guard = guard
         x = np.asarray(x, np.float32).reshape(-1, features.N_FEATURES)
         if len(x) == 0:
             raise ValueError("a student needs states to set its normalisation")
@@ -106,19 +117,40 @@ class Student(nn.Module):
 
     def config(self) -> dict:
         return {"hidden": self.l1.out_features, "prior": self.prior, "step_ms": self.step_ms,
-                "teacher_weight": self.teacher_weight}
+                "teacher_weight": self.teacher_weight, "guard": self.guard}
+
+
+def residual(target: np.ndarray, guard: np.ndarray) -> np.ndarray:
+    """What a verdict must add to the guard's own (enqueue, drop, mark) distribution so
+    that the stricter of the two (pass < mark < drop), drawn independently, follows
+    `target`: pass needs both to pass (s_pass = t_pass / g_pass), a drop needs either to
+    drop (s_drop = (t_drop - g_drop) / (1 - g_drop)), the rest is marks. Where the guard
+    alone is already stricter than the target, the verdict adds nothing; where the two
+    cannot both be met, passing as often as the target comes first."""
+    t = np.asarray(target, np.float64)
+    g = np.clip(np.asarray(guard, np.float64), PRIOR_EPS, 1 - PRIOR_EPS)
+    s_pass = np.minimum(1.0, t[:, 0] / g[:, 0])
+    s_drop = np.clip((t[:, 1] - g[:, 1]) / (1 - g[:, 1]), 0.0, 1.0 - s_pass)
+    s_mark = 1.0 - s_pass - s_drop
+    return np.stack([s_pass, s_drop, s_mark], axis=1).astype(np.float32)
 
 
 def targets(student: Student, x: np.ndarray, teacher_p: np.ndarray) -> np.ndarray:
     """What the student learns: the teacher's distributions, or with teacher_weight w < 1
-    their geometric mixture with the prior, prior^(1-w) * teacher^w, renormalised."""
+    their geometric mixture with the prior, prior^(1-w) * teacher^w, renormalised; under
+    the DualPI2 guard, what that target needs beyond DualPI2 (`residual`)."""
     w = student.teacher_weight
-    prior = student.prior_log_probs(torch.from_numpy(np.asarray(x, np.float32)))
+    xt = torch.from_numpy(np.asarray(x, np.float32))
+    prior = student.prior_log_probs(xt)
     if prior is None or w == 1.0:
-        return np.asarray(teacher_p, np.float32)
-    mixed = (1 - w) * prior + w * torch.log(torch.from_numpy(
-        np.asarray(teacher_p, np.float32)) + PRIOR_EPS)
-    return torch.softmax(mixed, dim=-1).numpy()
+        target = np.asarray(teacher_p, np.float32)
+    else:
+        mixed = (1 - w) * prior + w * torch.log(torch.from_numpy(
+            np.asarray(teacher_p, np.float32)) + PRIOR_EPS)
+        target = torch.softmax(mixed, dim=-1).numpy()
+    if student.guard != "dualpi2":
+        return target
+    return residual(target, dualpi2_prior(xt, student.step_ms).numpy())
 
 
 def save(student: Student, out: Path, info: dict) -> None:
@@ -146,7 +178,8 @@ def load(where: Path) -> tuple[Student, dict]:
         state["hi"] = torch.full_like(state["mean"], big)
     student = Student(np.stack([state["lo"].numpy(), state["hi"].numpy()]),
                       int(info["hidden"]), info.get("prior", "none"),
-                      float(info.get("step_ms", 1.0)), float(info.get("teacher_weight", 1.0)))
+                      float(info.get("step_ms", 1.0)), float(info.get("teacher_weight", 1.0)),
+                      info.get("guard", "none"))  # made before guards: none
     student.load_state_dict(state)
     return student, info
 
@@ -250,7 +283,8 @@ def export(student: Student, out: Path, description: str, held_out: np.ndarray,
     props.update({contract.META_PRODUCER: "aqmllm_models.student (distilled from the "
                                           "AQM-LLM teacher)",
                   contract.META_VERSION: version,
-                  "aqmllm.student": ", ".join(f"{k}={v}" for k, v in student.config().items())})
+                  "aqmllm.student": ", ".join(f"{k}={v}" for k, v in student.config().items()),
+                  contract.META_VERDICT_GUARD: student.guard})
     onnx.helper.set_model_props(model, props)
     onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -60,10 +60,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aqm_bridge.abi import VERDICT_GUARDS
+
 CCS = ("dctcp", "cubic", "reno")
 POLICIES = ("dualpi2", "llm", "fifo", "pie", "codel", "fq_codel", "red")
-# aqm_params.verdict_guard (AQM_GUARD_*): DualPI2's decision includes its step.
-GUARDS = {"none": 0, "step": 1, "dualpi2": 2}
+GUARDS = VERDICT_GUARDS  # aqm_params.verdict_guard
 
 
 class ScenarioError(Exception):
