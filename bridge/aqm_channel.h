@@ -71,14 +71,14 @@
 #define AQM_NACTIONS		3u
 
 /*
- * aqm_params.verdict_guard: what DualPI2 still decides when a model's
- * verdict is in hand.  A verdict is fixed from the state at enqueue; these
- * look at the packet's own sojourn at dequeue, which no verdict can know.
+ * aqm_params.verdict_guard, one of: what DualPI2 still decides when a
+ * model's verdict is in hand.  A verdict is fixed from the state at enqueue;
+ * these look at the packet's own sojourn at dequeue, which no verdict can
+ * know.  DualPI2's whole decision includes its step.
  */
-#define AQM_GUARD_NONE		0x0u	/* the verdict alone */
-#define AQM_GUARD_STEP		0x1u	/* L packets past the step: marked */
-#define AQM_GUARD_DUALPI2	0x2u	/* the stronger of verdict and DualPI2 */
-#define AQM_GUARD_ALL		0x3u
+#define AQM_GUARD_NONE		0u	/* the verdict alone */
+#define AQM_GUARD_STEP		1u	/* L packets past the step: marked */
+#define AQM_GUARD_DUALPI2	2u	/* the stronger of verdict and DualPI2 */
 
 /* Probabilities are unsigned 32-bit fractions: AQM_PROB_ONE is 1.0. */
 #define AQM_PROB_ONE		0xffffffffu

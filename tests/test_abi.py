@@ -48,8 +48,8 @@ def test_constants() -> None:
     assert (abi.QUEUE_C, abi.QUEUE_L) == (core.QUEUE_C, core.QUEUE_L)
     assert (abi.ACT_ENQUEUE, abi.ACT_DROP, abi.ACT_MARK) == (core.PASS, core.DROP, core.MARK)
     header = (Path(__file__).resolve().parents[1] / "bridge" / "aqm_channel.h").read_text()
-    guards = dict(re.findall(r"#define\s+AQM_GUARD_(NONE|STEP|DUALPI2)\s+(0x[0-9a-f]+)u", header))
-    assert {k.lower(): int(v, 16) for k, v in guards.items()} == abi.VERDICT_GUARDS
+    guards = dict(re.findall(r"#define\s+AQM_GUARD_(NONE|STEP|DUALPI2)\s+(\d+)u", header))
+    assert {k.lower(): int(v) for k, v in guards.items()} == abi.VERDICT_GUARDS
 
 
 @pytest.mark.parametrize(("dtype", "struct"), [(STATE_DTYPE, "aqm_state_rec"),

@@ -323,7 +323,7 @@ class TestParameters:
         ("alpha_mhz", 100_001), ("beta_mhz", 2**31), ("step_thresh_ns", 0),
         ("coupling_factor", 0), ("coupling_factor", 256), ("c_protection_pct", 101),
         ("mtu_bytes", 20), ("mtu_bytes", 70000), ("drop_overload", 2),
-        ("verdict_guard", 4)])
+        ("verdict_guard", 3), ("verdict_guard", 4)])
     def test_out_of_range_is_refused_and_changes_nothing(self, name: str, value: int) -> None:
         core = Core()
         before = core.params()

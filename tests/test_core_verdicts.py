@@ -182,6 +182,31 @@ class TestVerdictGuard:
         assert core.dequeue(now, QUEUE_C) == (DROP, 2, SOURCE_FALLBACK)
         assert core.dequeue(now, QUEUE_C) == (DROP, 3, SOURCE_MODEL)
 
+    def test_under_the_dualpi2_guard_a_model_that_always_enqueues_is_dualpi2(
+            self, region: Region) -> None:
+        rng = np.random.default_rng(5)
+        lens, ecns = rng.integers(64, 1500, 3000), rng.integers(0, 4, 3000)
+        runs = []
+        for attach in (False, True):
+            core = Core(seed=9, verdict_guard=GUARD_DUALPI2, limit_pkts=200)
+            if attach:
+                core.attach(region)
+            decided = []
+            for i, (length, ecn) in enumerate(zip(lens.tolist(), ecns.tolist(), strict=True)):
+                now = i * 400_000  # overloaded: the queues build, p' climbs, steps fire
+                core.enqueue(now, length, ecn)
+                if attach:
+                    seqs = region.read_states(8)["seq"]
+                    region.write_verdicts(seqs, np.zeros(len(seqs), np.uint32))
+                if i % 2 and (q := core.select(now)) is not None:
+                    decided.append(core.dequeue(now, q)[:2])
+            runs.append((decided, core.stats()))
+        (alone, s_alone), (guarded, s_guarded) = runs
+        assert guarded == alone
+        assert s_guarded["decisions_model"] > 0 and s_guarded["step_marks"] > 0
+        assert sum(s_alone["marks_fallback"]) + sum(s_alone["drops_fallback"]) > 100
+        assert s_guarded["step_marks"] == s_alone["step_marks"]
+
     def test_a_dualpi2_guard_lets_the_model_be_stricter(self, region: Region) -> None:
         core = Core(seed=1, verdict_guard=GUARD_DUALPI2)
         core.attach(region)

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aqm_bridge.abi import STATE_DTYPE
-from aqm_bridge.abi import VERDICT_GUARDS as GUARD_CODES
+from aqm_bridge.abi import STATE_DTYPE, VERDICT_GUARDS
 from aqm_bridge.channel import ChannelError, Region
 
 from . import features
@@ -32,6 +31,7 @@ from .model import Model, ModelError, TrustPolicy, load
 log = logging.getLogger("aqmllmd")
 
 COUNTERS_EVERY_S = 1.0
+_GUARD_NAMES = {code: name for name, code in VERDICT_GUARDS.items()}
 _NO_STATES = np.zeros(0, STATE_DTYPE)
 
 
@@ -145,26 +145,26 @@ class Server:
         self._history = features.History()
         log.info("attached to %s (data path %s)", self.cfg.channel,
                  "up" if region.producer_up else "not attached yet")
-        self.region = region
-        self._check_guard()
+        self._check_guard(region)
         return region
 
-    def _guard_in_force(self) -> str | None:
+    @staticmethod
+    def _guard_in_force(region: Region | None) -> str | None:
         """The data path's verdict guard (kmod/core/README.md), None if unknown."""
-        if self.region is None:
+        if region is None:
             return None
-        code = self.region.current_params().get("verdict_guard")
-        return {v: k for k, v in GUARD_CODES.items()}.get(code, str(code))
+        code = region.current_params()["verdict_guard"]
+        return _GUARD_NAMES.get(code, str(code))
 
-    def _check_guard(self) -> None:
+    def _check_guard(self, region: Region | None) -> None:
         """Warn when the model was made for another verdict guard than the data path's:
         it is served anyway (the guard is the operator's), but decides other than it
         was evaluated."""
-        want, have = self.slot.current.verdict_guard, self._guard_in_force()
+        want, have = self.slot.current.verdict_guard, self._guard_in_force(region)
         if want is not None and have is not None and want != have:
             log.warning("model %s was made for verdict_guard %s, the data path runs %s: "
                         "aqmllmctl params set verdict_guard=%d", self.slot.current.version,
-                        want, have, GUARD_CODES[want])
+                        want, have, VERDICT_GUARDS[want])
 
     def set_paused(self, on: bool) -> None:
         self.paused = on
@@ -196,7 +196,7 @@ class Server:
                 settle_heap()
                 self.metrics.set_model(model.version, model.producer, model.sha256)
                 log.info("now serving model %s (%s)", model.version, model.path)
-                self._check_guard()
+                self._check_guard(self.region)
             try:
                 # Idle, a look at the indices is enough; busy, read straight away.
                 recs = (_NO_STATES if idle_since and not self.region.pending_states() else
@@ -317,7 +317,7 @@ class Server:
                       "path": str(model.path), "sha256": model.sha256,
                       "description": model.description,
                       "verdict_guard": model.verdict_guard},
-            "verdict_guard": self._guard_in_force(),
+            "verdict_guard": self._guard_in_force(region),
             "previous_model": self.slot.previous.version if self.slot.previous else None,
             "paused": self.paused,
             "channel": self.cfg.channel,

@@ -73,7 +73,7 @@ aqm_params_validate(const struct aqm_params *p)
 		return (AQM_EINVAL);
 	if (p->c_protection_pct > 100)
 		return (AQM_EINVAL);
-	if (p->drop_overload > 1 || (p->verdict_guard & ~AQM_GUARD_ALL) != 0)
+	if (p->drop_overload > 1 || p->verdict_guard > AQM_GUARD_DUALPI2)
 		return (AQM_EINVAL);
 	return (AQM_OK);
 }
@@ -480,9 +480,13 @@ rate_update(struct aqm_core *c, uint64_t now_ns, uint32_t len, int busy)
 	c->last_deq_busy = busy;
 }
 
-/* The native L4S step: an L packet that waited the threshold is marked. */
+/*
+ * The native L4S step: an L packet that waited the threshold is marked.
+ * *stepped says the step made a mark; the caller counts it once final.
+ */
 static uint32_t
-step_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
+step_decide(const struct aqm_core *c, uint64_t now_ns,
+    const struct aqm_pkt *pkt, int *stepped)
 {
 
 	if (pkt->queue != AQM_QUEUE_L || now_ns < pkt->ts_ns ||
@@ -490,13 +494,14 @@ step_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
 		return (AQM_V_PASS);
 	if (pkt->ecn == AQM_ECN_NOT_ECT)
 		return (AQM_V_DROP);
-	c->cnt.step_marks++;
+	*stepped = 1;
 	return (AQM_V_MARK);
 }
 
 /* DualPI2's own decision for a packet leaving queue q. */
 static uint32_t
-dualpi2_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
+dualpi2_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
+    int *stepped)
 {
 	uint64_t lprob, p;
 	uint32_t verdict = AQM_V_PASS;
@@ -523,7 +528,7 @@ dualpi2_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
 	}
 	/* Native L4S step, as Linux: not subject to the 2-MTU floor. */
 	if (verdict == AQM_V_PASS)
-		verdict = step_decide(c, now_ns, pkt);
+		verdict = step_decide(c, now_ns, pkt, stepped);
 	return (verdict);
 }
 
@@ -540,14 +545,18 @@ verdict_rank(uint32_t verdict)
  * where that is the stronger, taken from the packet's own sojourn.
  */
 static uint32_t
-guard_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
+guard_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
+    int *stepped)
 {
 
-	if (c->params.verdict_guard & AQM_GUARD_DUALPI2)
-		return (dualpi2_decide(c, now_ns, pkt));
-	if (c->params.verdict_guard & AQM_GUARD_STEP)
-		return (step_decide(c, now_ns, pkt));
-	return (AQM_V_PASS);
+	switch (c->params.verdict_guard) {
+	case AQM_GUARD_DUALPI2:
+		return (dualpi2_decide(c, now_ns, pkt, stepped));
+	case AQM_GUARD_STEP:
+		return (step_decide(c, now_ns, pkt, stepped));
+	default:
+		return (AQM_V_PASS);
+	}
 }
 
 static void
@@ -568,9 +577,8 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 {
 	struct aqm_vslot *s = &c->vslot[pkt->seq & VSLOT_MASK];
 	unsigned q = pkt->queue & 1, other = q ^ 1;
-	uint64_t step_marks;
 	uint32_t guard;
-	int other_busy;
+	int other_busy, stepped = 0;
 
 	dequeue_accounting(c, pkt, next_head_ts);
 	pi_catch_up(c, now_ns);
@@ -608,19 +616,15 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 			break;
 		}
 		c->cnt.verdicts_applied++;
-		step_marks = c->cnt.step_marks;
 		guard = d->verdict == AQM_V_DROP ? AQM_V_PASS :
-		    guard_decide(c, now_ns, pkt);
+		    guard_decide(c, now_ns, pkt, &stepped);
 		if (verdict_rank(guard) > verdict_rank(d->verdict)) {
 			d->source = AQM_SRC_FALLBACK;
 			d->verdict = guard;
-		} else {
-			/* The verdict stands: no step mark was made. */
-			c->cnt.step_marks = step_marks;
 		}
 	} else {
 		d->source = AQM_SRC_FALLBACK;
-		d->verdict = dualpi2_decide(c, now_ns, pkt);
+		d->verdict = dualpi2_decide(c, now_ns, pkt, &stepped);
 	}
 	if (d->source == AQM_SRC_MODEL) {
 		c->cnt.decisions_model++;
@@ -634,6 +638,9 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 			c->cnt.drops_fallback[q]++;
 		else if (d->verdict == AQM_V_MARK)
 			c->cnt.marks_fallback[q]++;
+		/* A step mark counts only where it is the decision taken. */
+		if (stepped)
+			c->cnt.step_marks++;
 	}
 	if (s->seq == pkt->seq)
 		s->state = AQM_VS_DONE;

@@ -570,7 +570,7 @@ AQM_LLM_DEFAULT(coupling_factor, "coupling factor k");
 AQM_LLM_DEFAULT(c_protection_pct, "classic WRR weight, percent");
 AQM_LLM_DEFAULT(mtu_bytes, "MTU for the 2-MTU floor and WRR credit");
 AQM_LLM_DEFAULT(drop_overload, "drop classic packets in overload");
-AQM_LLM_DEFAULT(verdict_guard, "DualPI2 over a verdict: 1 step, 2 all, 3 both");
+AQM_LLM_DEFAULT(verdict_guard, "DualPI2 over a verdict: 0 none, 1 step, 2 all");
 
 /* A counter summed over all instances. */
 static int

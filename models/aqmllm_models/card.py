@@ -105,6 +105,9 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
            f"teacher^w with w = {student.get('teacher_weight', 1.0)}."]
           if student.get("prior") == "dualpi2" else []),
         "- Its inputs are clamped to the range seen in training.",
+        f"- Made for the core's verdict guard `{student.get('guard', 'none')}` (what DualPI2"
+        " still decides at dequeue over its verdicts; kmod/core/README.md), and evaluated"
+        " under it.",
         *([f"- DAgger round {r['round']} on {r['scenario']}: {r['visited']:,} states visited,"
            f" {r['labelled']:,} labelled; utilisation {r['utilisation']:.3f}, L p99 "
            f"{r['l_p99_ms']:.2f} ms, C p99 {r['c_p99_ms']:.2f} ms" for r in dagger]),

@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from aqmllmd import contract
+
 
 def _steps(*datasets: str):  # noqa: ANN202
     from .data import load
@@ -163,7 +165,7 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
 
 def _student_options(f: Callable[..., None]) -> Callable[..., None]:
     """The student's shape, shared by distill and dagger (student.py)."""
-    f = click.option("--guard", type=click.Choice(["none", "step", "dualpi2"]), default="step",
+    f = click.option("--guard", type=click.Choice(contract.VERDICT_GUARDS), default="step",
                      show_default=True,
                      help="the core's verdict guard the student is made for; dualpi2: it "
                           "learns what the target adds beyond DualPI2's own decisions")(f)
@@ -272,7 +274,6 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from aqmllmd import contract
     from aqmllmd.model import load as load_for_serving
 
     quantize_dynamic(str(model), str(out), weight_type=QuantType.QInt8)
@@ -367,7 +368,7 @@ def evaluate(model: str, datasets: tuple[str, ...]) -> None:
 @click.option("--jobs", default=2, show_default=True, help="baseline runs in parallel")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="results.json, table.md and figures here")
-@click.option("--verdict-guard", type=click.Choice(["none", "step", "dualpi2"]), default=None,
+@click.option("--verdict-guard", type=click.Choice(contract.VERDICT_GUARDS), default=None,
               help="what DualPI2 still decides over the model's verdicts "
                    "[default: the model's own (its metadata), else each scenario's, step]")
 @click.option("--json", "as_json", is_flag=True)

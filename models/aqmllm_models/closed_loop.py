@@ -118,14 +118,13 @@ def gate(rows: list[dict[str, Any]]) -> list[str]:
         d = means.get((scenario, "dualpi2"))
         if policy != "llm" or d is None:
             continue
-        checks = [("utilisation", m["utilisation"] >= UTIL_RATIO * d["utilisation"]),
-                  ("Jain index", m["jain"] >= d["jain"] - JAIN_SLACK),
-                  ("L p99", m["l_p99_ms"] <= d["l_p99_ms"]),
-                  ("classic p99", m["c_p99_ms"] <= d["c_p99_ms"])]
-        col = {"utilisation": "utilisation", "Jain index": "jain", "L p99": "l_p99_ms",
-               "classic p99": "c_p99_ms"}
-        failures += [f"{scenario}: {name} {m[col[name]]:.3f} against DualPI2's "
-                     f"{d[col[name]]:.3f}" for name, ok in checks if not ok]
+        checks = [("utilisation", "utilisation",
+                   m["utilisation"] >= UTIL_RATIO * d["utilisation"]),
+                  ("Jain index", "jain", m["jain"] >= d["jain"] - JAIN_SLACK),
+                  ("L p99", "l_p99_ms", m["l_p99_ms"] <= d["l_p99_ms"]),
+                  ("classic p99", "c_p99_ms", m["c_p99_ms"] <= d["c_p99_ms"])]
+        failures += [f"{scenario}: {name} {m[key]:.3f} against DualPI2's {d[key]:.3f}"
+                     for name, key, ok in checks if not ok]
     if not any(p == "llm" for _, p in means) or not any(p == "dualpi2" for _, p in means):
         failures.append("the gate needs runs of both the model and dualpi2")
     return failures

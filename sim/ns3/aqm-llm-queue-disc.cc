@@ -64,7 +64,7 @@ AqmLlmQueueDisc::GetTypeId()
                           "What DualPI2 still decides over a verdict (AQM_GUARD_*)",
                           UintegerValue(AQM_GUARD_STEP),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_verdictGuard),
-                          MakeUintegerChecker<uint32_t>(0, AQM_GUARD_ALL))
+                          MakeUintegerChecker<uint32_t>(0, AQM_GUARD_DUALPI2))
             .AddAttribute("Channel",
                           "POSIX shm name of a channel region for aqmllmd ('': none)",
                           StringValue(""),

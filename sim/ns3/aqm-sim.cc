@@ -24,7 +24,7 @@
  *   timeseries <path> / interval_s <s> / sojourns <path> / record <path>
  *   channel <shm name> / llm_latency_us <us>   (policy llm)
  *   step_threshold_us <us> / target_us <us>    (the core's DualPI2, dualpi2 and llm)
- *   verdict_guard <AQM_GUARD_* bits>     (llm: what DualPI2 decides over a verdict)
+ *   verdict_guard <AQM_GUARD_*: 0-2>     (llm: what DualPI2 decides over a verdict)
  *   progress_s <s>                       (print "progress <t>" to stdout)
  *
  * Every sender has its own 1 Gbit/s access link (one-way delay chosen so the
@@ -157,7 +157,7 @@ ReadScenario(const std::string& path)
         else if (key == "target_us")
             ok = static_cast<bool>(ls >> s.targetUs) && s.targetUs >= 1;
         else if (key == "verdict_guard")
-            ok = static_cast<bool>(ls >> s.verdictGuard) && s.verdictGuard <= AQM_GUARD_ALL;
+            ok = static_cast<bool>(ls >> s.verdictGuard) && s.verdictGuard <= AQM_GUARD_DUALPI2;
         else if (key == "rate_at")
         {
             double t, r;
