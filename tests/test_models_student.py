@@ -136,6 +136,12 @@ def test_a_student_made_for_the_dualpi2_guard_learns_the_residual() -> None:
     want = residual(teacher, dualpi2_prior(torch.from_numpy(x)).numpy())
     assert np.allclose(targets(student, x, teacher), want)
     assert np.allclose(targets(Student(x, guard="step"), x, teacher), teacher)
+    # For the classic queue alone: the same residual on classic packets, nothing on L4S.
+    classic = targets(Student(x, guard="dualpi2", queues="classic"), x, teacher)
+    is_l = x[:, COL["queue_l"]] >= 0.5
+    assert is_l.any() and (~is_l).any()
+    assert np.allclose(classic[~is_l], want[~is_l])
+    assert np.allclose(classic[is_l], [[1.0, 0.0, 0.0]])
 
 
 def test_inputs_are_clamped_to_the_training_range() -> None:
@@ -159,7 +165,8 @@ def test_bad_student_options_are_refused() -> None:
     x = branch_states(10)
     for kwargs in ({"prior": "pie"}, {"teacher_weight": 1.5}, {"step_ms": 0.0},
                    {"teacher_weight": 0.5},  # a weight below 1 needs a prior
-                   {"guard": "pie"}):
+                   {"guard": "pie"}, {"queues": "l4s"},
+                   {"queues": "classic"}):  # the L4S queue left to a guard that has to be DualPI2
         with pytest.raises(ValueError):
             Student(x, **kwargs)
     with pytest.raises(ValueError, match="needs states"):
@@ -173,14 +180,14 @@ def test_export_matches_torch_and_the_daemon_serves_it(prior: str, tmp_path: Pat
 
     x = branch_states()
     weight = 0.7 if prior == "dualpi2" else 1.0  # below 1 only with a prior
-    guard = "dualpi2" if prior == "none" else "step"
-    student = Student(x, 16, prior=prior, teacher_weight=weight, guard=guard)
+    guard, queues = ("dualpi2", "classic") if prior == "none" else ("step", "both")
+    student = Student(x, 16, prior=prior, teacher_weight=weight, guard=guard, queues=queues)
     rng = np.random.default_rng(1)
     distill(student, x, rng.dirichlet([1, 1, 1], len(x)).astype(np.float32), epochs=2)
     save(student, tmp_path / "s", {"teacher": "test"})
     again, info = load(tmp_path / "s")
     assert info["prior"] == prior and info["teacher_weight"] == weight
-    assert again.guard == guard
+    assert again.guard == guard and again.queues == queues
     beyond = x * 4  # outside the training range: the clamp must agree too
     r = export(again, tmp_path / "m.onnx", "test", np.concatenate([x, beyond]))
     assert r["max_abs_diff"] < 1e-4

@@ -108,6 +108,8 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         f"- Made for the core's verdict guard `{student.get('guard', 'none')}` (what DualPI2"
         " still decides at dequeue over its verdicts; kmod/core/README.md), and evaluated"
         " under it.",
+        *(["- It decides classic packets alone beyond the guard: the L4S queue is DualPI2's."]
+          if student.get("queues") == "classic" else []),
         *([f"- DAgger round {r['round']} on {r['scenario']}: {r['visited']:,} states visited,"
            f" {r['labelled']:,} labelled; utilisation {r['utilisation']:.3f}, L p99 "
            f"{r['l_p99_ms']:.2f} ms, C p99 {r['c_p99_ms']:.2f} ms" for r in dagger]),

@@ -165,6 +165,10 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
 
 def _student_options(f: Callable[..., None]) -> Callable[..., None]:
     """The student's shape, shared by distill and dagger (student.py)."""
+    f = click.option("--queues", type=click.Choice(["both", "classic"]), default="both",
+                     show_default=True,
+                     help="the queues it decides beyond its guard; classic: the L4S queue is "
+                          "DualPI2's alone (needs --guard dualpi2)")(f)
     f = click.option("--guard", type=click.Choice(contract.VERDICT_GUARDS), default="step",
                      show_default=True,
                      help="the core's verdict guard the student is made for; dualpi2: it "
@@ -181,12 +185,12 @@ def _student_options(f: Callable[..., None]) -> Callable[..., None]:
 
 
 def _check_student_shape(prior: str, step_ms: float, teacher_weight: float,
-                         guard: str) -> None:
+                         guard: str, queues: str) -> None:
     """Refuse a shape the student would refuse, before the teacher's slow labelling."""
     from .student import check_shape
 
     try:
-        check_shape(prior, step_ms, teacher_weight, guard)
+        check_shape(prior, step_ms, teacher_weight, guard, queues)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
 
@@ -211,9 +215,9 @@ def _check_student_shape(prior: str, step_ms: float, teacher_weight: float,
 def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, tiny: bool,
             target_return_quantile: float, max_windows: int, calibrate: bool, epochs: int,
             hidden: int, prior: str, step_ms: float, teacher_weight: float, guard: str,
-            out: Path) -> None:
+            queues: str, out: Path) -> None:
     """Distil the teacher into the student on recorded states (KL to its distributions)."""
-    _check_student_shape(prior, step_ms, teacher_weight, guard)
+    _check_student_shape(prior, step_ms, teacher_weight, guard, queues)
     from .student import Student
     from .student import distill as run_distill
     from .student import save as save_student
@@ -228,7 +232,7 @@ def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, 
                                progress=True)
     t_label = time.perf_counter() - t0
     x = steps.features[idx]
-    student = Student(steps.features, hidden, prior, step_ms, teacher_weight, guard)
+    student = Student(steps.features, hidden, prior, step_ms, teacher_weight, guard, queues)
     history = run_distill(student, x, probs, epochs=epochs)
     info = {"teacher": str(teacher_dir), "datasets": list(datasets), "target_return": target,
             "target_return_quantile": target_return_quantile, "states": int(len(x)),
@@ -314,20 +318,21 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
 def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, ...],
            backbone: str | None, tiny: bool, rounds: int, max_windows: int, max_visited: int,
            labels: Path | None, epochs: int, hidden: int, prior: str, step_ms: float,
-           teacher_weight: float, guard: str, out: Path) -> None:
+           teacher_weight: float, guard: str, queues: str, out: Path) -> None:
     """DAgger: the student drives the simulator, the teacher labels where it went.
 
     Round 0 distils on DATASETS; each round then runs every SCENARIO on ns-3 with the
     current student served by aqmllmd (policy llm), records the states it visited, has
     the teacher label them, and distils again on everything gathered. The rollouts run
     under the student's --guard."""
-    _check_student_shape(prior, step_ms, teacher_weight, guard)
+    _check_student_shape(prior, step_ms, teacher_weight, guard, queues)
     from .dagger import run_dagger
 
     log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,
                      rounds=rounds, max_windows=max_windows, max_visited=max_visited,
                      labels=labels, epochs=epochs, hidden=hidden, prior=prior,
                      step_ms=step_ms, teacher_weight=teacher_weight, guard=guard,
+                     queues=queues,
                      report=lambda r: click.echo(json.dumps(r)))
     click.echo(json.dumps({"out": str(out), "rounds": log}))
 

@@ -56,18 +56,24 @@ class Pipeline:
         self.out, self.work, self.tiny, self.install = out, work, tiny, install
         self.force_install = force_install
         self.gate_failures: list[str] = []
+        self.reran = False
         self.installed = False
         self.echo = echo
         self.commands: list[str] = []
         self.seconds: dict[str, float] = {}
 
     def _run(self, stage: str, args: list[str], done: Path) -> str:
+        """Run one stage, or skip it if `done` exists from the same command and nothing
+        before it ran again (each stage reads what the earlier ones wrote)."""
         cmd = [str(a) for a in args]
         shown = " ".join(shlex.quote(_rel(a)) for a in cmd)
         self.commands.append(shown)
-        if done.exists():
+        made_by = self.work / "stage-commands.json"
+        commands = json.loads(made_by.read_text()) if made_by.is_file() else {}
+        if done.exists() and not self.reran and commands.get(str(done)) == shown:
             self.echo(f"[{stage}] up to date: {_rel(str(done))}")
             return ""
+        self.reran = True
         self.echo(f"[{stage}] {shown}")
         t0 = time.perf_counter()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
@@ -78,10 +84,12 @@ class Pipeline:
         times.write_text(json.dumps(kept))
         if r.returncode != 0:
             raise RuntimeError(f"stage {stage} failed ({r.returncode}): {shown}")
+        made_by.write_text(json.dumps({**commands, str(done): shown}, indent=1))
         return r.stdout
 
     def run(self) -> Path:
         self.seconds.clear()
+        self.reran = False
         rec, t, d, g, ev = (self.recipe[k] for k in ("record", "teacher", "distill", "dagger",
                                                       "evaluate"))
         self.work.mkdir(parents=True, exist_ok=True)
@@ -110,7 +118,7 @@ class Pipeline:
         student_dir = self.work / "student"
         shape = ["--prior", d.get("prior", "none"), "--step-ms", d.get("step_ms", 1.0),
                  "--teacher-weight", d.get("teacher_weight", 1.0),
-                 "--guard", d.get("guard", "step")]
+                 "--guard", d.get("guard", "step"), "--queues", d.get("queues", "both")]
         self._run("distill", [*train, "distill", teacher_dir, *datasets, *bb,
                               "--max-windows", d.get("max_windows", 20000),
                               "--epochs", d.get("epochs", 20), "--hidden", d.get("hidden", 64),

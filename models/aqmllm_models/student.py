@@ -15,7 +15,9 @@ undertrained teacher away from the classical controller.
 With `guard="dualpi2"` the student is made for the core's DualPI2 verdict guard
 (kmod/core/README.md), under which DualPI2's decision at dequeue wins wherever it is the
 stricter. The student then learns the *residual*: the decisions the target takes beyond
-DualPI2's, so that the two together take the target's (see `residual`).
+DualPI2's, so that the two together take the target's (see `residual`). With
+`queues="classic"` it adds to classic packets only and leaves the L4S queue to DualPI2
+alone, whose step marking already acts within a millisecond (models/README.md).
 `export` checks the file with the daemon's validator and against torch on held-out states.
 """
 
@@ -34,6 +36,8 @@ from aqmllmd.model import load as load_for_serving
 PRIORS = ("none", "dualpi2")
 #: The core's verdict guards a student can be made for (aqm_params.verdict_guard).
 GUARDS = contract.VERDICT_GUARDS
+#: The queues whose packets a student decides beyond its guard.
+QUEUES = ("both", "classic")
 #: Floor under the prior's probabilities. It is also a random drop and mark rate on
 #: every packet where DualPI2 would do nothing: 1e-3 cost CUBIC a sixth of a 50 Mbit/s
 #: link in closed loop (models/README.md). A correction of 14 nats overrides 1e-6.
@@ -67,12 +71,17 @@ def dualpi2_prior(x: torch.Tensor, step_ms: float = 1.0) -> torch.Tensor:
 
 
 def check_shape(prior: str, step_ms: float, teacher_weight: float,
-                guard: str = "step") -> None:
+                guard: str = "step", queues: str = "both") -> None:
     """ValueError for a student shape that cannot be built."""
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
     if guard not in GUARDS:
         raise ValueError(f"guard must be one of {GUARDS}, not {guard!r}")
+    if queues not in QUEUES:
+        raise ValueError(f"queues must be one of {QUEUES}, not {queues!r}")
+    if queues == "classic" and guard != "dualpi2":
+        raise ValueError("a student for the classic queue alone leaves the L4S queue to "
+                         "DualPI2: it needs the dualpi2 guard")
     if not 0.0 <= teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight}")
     if prior == "none" and teacher_weight != 1.0:
@@ -85,12 +94,13 @@ def check_shape(prior: str, step_ms: float, teacher_weight: float,
 class Student(nn.Module):
     def __init__(self, x: np.ndarray, hidden: int = 64, prior: str = "none",
                  step_ms: float = 1.0, teacher_weight: float = 1.0,
-                 guard: str = "step") -> None:
+                 guard: str = "step", queues: str = "both") -> None:
         """A student for the states `x` (float32 [N, F]): they set the normalisation and
-        the clamping range. `guard`: the core's verdict guard it will run under."""
+        the clamping range. `guard`: the core's verdict guard it will run under;
+        `queues`: whose packets it decides beyond the guard."""
         super().__init__()
-        check_shape(prior, step_ms, teacher_weight, guard)
-        self.guard = guard
+        check_shape(prior, step_ms, teacher_weight, guard, queues)
+        self.guard, self.queues = guard, queues
         x = np.asarray(x, np.float32).reshape(-1, features.N_FEATURES)
         if len(x) == 0:
             raise ValueError("a student needs states to set its normalisation")
@@ -117,7 +127,8 @@ class Student(nn.Module):
 
     def config(self) -> dict:
         return {"hidden": self.l1.out_features, "prior": self.prior, "step_ms": self.step_ms,
-                "teacher_weight": self.teacher_weight, "guard": self.guard}
+                "teacher_weight": self.teacher_weight, "guard": self.guard,
+                "queues": self.queues}
 
 
 def residual(target: np.ndarray, guard: np.ndarray) -> np.ndarray:
@@ -138,7 +149,8 @@ def residual(target: np.ndarray, guard: np.ndarray) -> np.ndarray:
 def targets(student: Student, x: np.ndarray, teacher_p: np.ndarray) -> np.ndarray:
     """What the student learns: the teacher's distributions, or with teacher_weight w < 1
     their geometric mixture with the prior, prior^(1-w) * teacher^w, renormalised; under
-    the DualPI2 guard, what that target needs beyond DualPI2 (`residual`)."""
+    the DualPI2 guard, what that target needs beyond DualPI2 (`residual`), and nothing
+    for L4S packets if the student decides the classic queue alone."""
     w = student.teacher_weight
     xt = torch.from_numpy(np.asarray(x, np.float32))
     prior = student.prior_log_probs(xt)
@@ -150,7 +162,10 @@ def targets(student: Student, x: np.ndarray, teacher_p: np.ndarray) -> np.ndarra
         target = torch.softmax(mixed, dim=-1).numpy()
     if student.guard != "dualpi2":
         return target
-    return residual(target, dualpi2_prior(xt, student.step_ms).numpy())
+    add = residual(target, dualpi2_prior(xt, student.step_ms).numpy())
+    if student.queues == "classic":
+        add[xt[:, _COL["queue_l"]].numpy() >= 0.5] = (1.0, 0.0, 0.0)
+    return add
 
 
 def save(student: Student, out: Path, info: dict) -> None:
@@ -179,7 +194,8 @@ def load(where: Path) -> tuple[Student, dict]:
     student = Student(np.stack([state["lo"].numpy(), state["hi"].numpy()]),
                       int(info["hidden"]), info.get("prior", "none"),
                       float(info.get("step_ms", 1.0)), float(info.get("teacher_weight", 1.0)),
-                      info.get("guard", "none"))  # made before guards: none
+                      info.get("guard", "none"),  # made before guards: none
+                      info.get("queues", "both"))
     student.load_state_dict(state)
     return student, info
 
