@@ -315,7 +315,7 @@ class TestParameters:
             "limit_pkts": 10000, "limit_bytes": 15_000_000, "target_ns": 15 * MS,
             "tupdate_ns": 16 * MS, "alpha_mhz": 160, "beta_mhz": 3200,
             "step_thresh_ns": 1 * MS, "coupling_factor": 2, "c_protection_pct": 10,
-            "mtu_bytes": 1500, "drop_overload": 1, "verdict_guard": 1}
+            "mtu_bytes": 1500, "drop_overload": 1, "verdict_guard": 2}
 
     @pytest.mark.parametrize(("name", "value"), [
         ("limit_pkts", 0), ("limit_pkts", 16384), ("limit_bytes", 10),

@@ -138,9 +138,18 @@ class TestVerdicts:
 class TestVerdictGuard:
     """What DualPI2 still decides, at dequeue, over a verdict fixed at enqueue."""
 
-    def test_the_default_guard_marks_l_packets_past_the_step(
-            self, core: Core, region: Region) -> None:
-        assert core.params()["verdict_guard"] == GUARD_STEP
+    @pytest.fixture
+    def step_core(self, region: Region) -> Core:
+        c = Core(seed=1, verdict_guard=GUARD_STEP)
+        c.attach(region)
+        return c
+
+    def test_the_default_guard_is_dualpi2s_whole_decision(self) -> None:
+        assert Core(seed=1).params()["verdict_guard"] == GUARD_DUALPI2
+
+    def test_the_step_guard_marks_l_packets_past_the_step(
+            self, step_core: Core, region: Region) -> None:
+        core = step_core
         core.enqueue(0, 1500, ECN_ECT1)
         core.enqueue(0, 1500, ECN_ECT1)
         core.enqueue(0, 1500, ECN_ECT0)
@@ -155,7 +164,8 @@ class TestVerdictGuard:
         assert stats["verdicts_applied"] == 3 and stats["decisions_model"] == 2
 
     def test_the_step_guard_leaves_model_drops_and_marks(
-            self, core: Core, region: Region) -> None:
+            self, step_core: Core, region: Region) -> None:
+        core = step_core
         core.enqueue(0, 1500, ECN_ECT1)
         core.enqueue(0, 1500, ECN_ECT1)
         send(region, 0, ACT_DROP)

@@ -151,7 +151,7 @@ def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
         assert client.call("reload")["model"] == "interim-dualpi2-fit-1"
         status = client.call("status")
         # The interim model names no guard; the data path runs the core's default.
-        assert status["model"]["verdict_guard"] is None and status["verdict_guard"] == "step"
+        assert status["model"]["verdict_guard"] is None and status["verdict_guard"] == "dualpi2"
         assert client.call("set_model", path=str(DEFAULT_MODEL))["new"]
         before = rig.counters()["decisions_model"]
         rig.wait_model_decisions(before + 200)  # serving went on through both swaps

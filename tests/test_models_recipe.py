@@ -125,11 +125,11 @@ scenarios = ["{scenario}"]
     # A changed student shape distils again, and so runs every stage after it; the
     # teacher before it is kept.
     recipe.write_text(recipe.read_text().replace("epochs = 2\n[dagger]",
-                                                 "epochs = 2\nguard = \"dualpi2\"\n[dagger]"))
+                                                 "epochs = 2\nguard = \"step\"\n[dagger]"))
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "[teacher] up to date" in r.output
     assert "[distill] up to date" not in r.output and "[dagger] up to date" not in r.output
-    assert json.loads((work / "student" / "student.json").read_text())["guard"] == "dualpi2"
+    assert json.loads((work / "student" / "student.json").read_text())["guard"] == "step"
 
 
 @pytest.mark.parametrize("text, message", [

@@ -118,7 +118,7 @@ class TestScenarioFeatures:
         flat = sc.flat("dualpi2")
         assert "step_threshold_us 1000" in flat and "target_us 15000" in flat
         assert "step_threshold_us" not in sc.flat("pie")
-        assert "verdict_guard 1" in sc.flat("llm") and "verdict_guard" not in flat
+        assert "verdict_guard 2" in sc.flat("llm") and "verdict_guard" not in flat
         assert "flow cubic 20.0 0.0 10.0 0 0" in flat and "flow reno 20.0 0.0 10.0 50000 -1" in flat
         # Arrivals are drawn from the scenario's seed: the same file, the same flows.
         again = parse({"duration_s": 10, "seed": 3, "flows": [{"cc": "cubic"}],

@@ -48,7 +48,7 @@ aqm_params_default(struct aqm_params *p)
 	p->c_protection_pct = 10;
 	p->mtu_bytes = 1500;
 	p->drop_overload = 1;
-	p->verdict_guard = AQM_GUARD_STEP;
+	p->verdict_guard = AQM_GUARD_DUALPI2;
 }
 
 int

@@ -169,7 +169,7 @@ def _student_options(f: Callable[..., None]) -> Callable[..., None]:
                      show_default=True,
                      help="the queues it decides beyond its guard; classic: the L4S queue is "
                           "DualPI2's alone (needs --guard dualpi2)")(f)
-    f = click.option("--guard", type=click.Choice(contract.VERDICT_GUARDS), default="step",
+    f = click.option("--guard", type=click.Choice(contract.VERDICT_GUARDS), default="dualpi2",
                      show_default=True,
                      help="the core's verdict guard the student is made for; dualpi2: it "
                           "learns what the target adds beyond DualPI2's own decisions")(f)

@@ -23,7 +23,7 @@ def run_dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[st
                max_windows: int = 20000, max_visited: int = 5000,
                labels: Path | None = None, epochs: int = 10,
                hidden: int = 64, prior: str = "none", step_ms: float = 1.0,
-               teacher_weight: float = 1.0, guard: str = "step", queues: str = "both",
+               teacher_weight: float = 1.0, guard: str = "dualpi2", queues: str = "both",
                report: Callable[[dict[str, Any]], None] | None = None,
                ) -> list[dict[str, Any]]:
     from aqmllm_sim.dataset import flatten, load_rows

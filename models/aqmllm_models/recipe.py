@@ -118,7 +118,7 @@ class Pipeline:
         student_dir = self.work / "student"
         shape = ["--prior", d.get("prior", "none"), "--step-ms", d.get("step_ms", 1.0),
                  "--teacher-weight", d.get("teacher_weight", 1.0),
-                 "--guard", d.get("guard", "step"), "--queues", d.get("queues", "both")]
+                 "--guard", d.get("guard", "dualpi2"), "--queues", d.get("queues", "both")]
         self._run("distill", [*train, "distill", teacher_dir, *datasets, *bb,
                               "--max-windows", d.get("max_windows", 20000),
                               "--epochs", d.get("epochs", 20), "--hidden", d.get("hidden", 64),

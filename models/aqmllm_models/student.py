@@ -71,7 +71,7 @@ def dualpi2_prior(x: torch.Tensor, step_ms: float = 1.0) -> torch.Tensor:
 
 
 def check_shape(prior: str, step_ms: float, teacher_weight: float,
-                guard: str = "step", queues: str = "both") -> None:
+                guard: str = "dualpi2", queues: str = "both") -> None:
     """ValueError for a student shape that cannot be built."""
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
@@ -94,7 +94,7 @@ def check_shape(prior: str, step_ms: float, teacher_weight: float,
 class Student(nn.Module):
     def __init__(self, x: np.ndarray, hidden: int = 64, prior: str = "none",
                  step_ms: float = 1.0, teacher_weight: float = 1.0,
-                 guard: str = "step", queues: str = "both") -> None:
+                 guard: str = "dualpi2", queues: str = "both") -> None:
         """A student for the states `x` (float32 [N, F]): they set the normalisation and
         the clamping range. `guard`: the core's verdict guard it will run under;
         `queues`: whose packets it decides beyond the guard."""

@@ -31,7 +31,7 @@
     [dualpi2]               # optional: the core's DualPI2 (policies dualpi2 and llm)
     step_threshold_us = 1000  # L queue step marking threshold
     target_us = 15000       # PI target delay
-    verdict_guard = "step"  # policy llm: what DualPI2 still decides over a verdict:
+    verdict_guard = "dualpi2"  # policy llm: what DualPI2 still decides over a verdict:
                             # none | step (L packets past the step are marked) |
                             # dualpi2 (its whole decision, where it is the stronger)
 
@@ -105,7 +105,7 @@ class Scenario:
     trace: Path | None = None
     step_threshold_us: int = 1000  # the core's DualPI2 (policies dualpi2 and llm)
     target_us: int = 15000
-    verdict_guard: str = "step"  # policy llm: what DualPI2 decides over a verdict (GUARDS)
+    verdict_guard: str = "dualpi2"  # policy llm: what DualPI2 decides over a verdict (GUARDS)
 
     def flat(self, policy: str, channel: str = "", llm_latency_us: int = 0) -> str:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
@@ -295,7 +295,7 @@ def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = No
                           core.get("step_threshold_us", 1000), 1, 1_000_000))
     target_us = int(_number(f"{origin}: dualpi2.target_us", core.get("target_us", 15000),
                             1, 1_000_000))
-    guard = core.get("verdict_guard", "step")
+    guard = core.get("verdict_guard", "dualpi2")
     if guard not in GUARDS:
         raise ScenarioError(f"{origin}: dualpi2.verdict_guard: {guard!r}, "
                             f"want one of {', '.join(GUARDS)}")

@@ -62,7 +62,7 @@ AqmLlmQueueDisc::GetTypeId()
                           MakeUintegerChecker<uint32_t>(1, 1000000))
             .AddAttribute("VerdictGuard",
                           "What DualPI2 still decides over a verdict (AQM_GUARD_*)",
-                          UintegerValue(AQM_GUARD_STEP),
+                          UintegerValue(AQM_GUARD_DUALPI2),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_verdictGuard),
                           MakeUintegerChecker<uint32_t>(0, AQM_GUARD_DUALPI2))
             .AddAttribute("Channel",
@@ -112,7 +112,7 @@ AqmLlmQueueDisc::AqmLlmQueueDisc()
       m_seed(1),
       m_stepThreshUs(1000),
       m_targetUs(15000),
-      m_verdictGuard(AQM_GUARD_STEP),
+      m_verdictGuard(AQM_GUARD_DUALPI2),
       m_inferenceLatencyUs(0),
       m_verdictTimeoutMs(1000),
       m_consumerWaitS(30),

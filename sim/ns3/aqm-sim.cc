@@ -88,7 +88,7 @@ struct Scenario
     uint32_t llmLatencyUs = 0; // llm policy: emulated inference latency
     uint32_t stepThresholdUs = 1000; // the core: L queue step marking threshold
     uint32_t targetUs = 15000;       // the core: PI target delay
-    uint32_t verdictGuard = AQM_GUARD_STEP; // the core: DualPI2 over a verdict
+    uint32_t verdictGuard = AQM_GUARD_DUALPI2; // the core: DualPI2 over a verdict
     std::vector<FlowSpec> flows;
     std::vector<std::pair<double, double>> rateAt; // (time s, Mbit/s)
     double loss = 0;
