@@ -3,7 +3,7 @@
 # closed loop on the held-out scenarios, write models/default/ and its card,
 # and make it aqmllmd's packaged default. Stages already done in build/model
 # are skipped (the teacher resumes from its checkpoint); MODEL_FRESH=1 starts over.
-# About 45 minutes on a 2-core machine (models/README.md).
+# About 16 minutes from scratch on a 2-core machine (models/README.md).
 
 .PHONY: model model-ready
 
