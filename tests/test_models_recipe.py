@@ -174,3 +174,7 @@ def test_gate_passes_a_model_as_good_as_dualpi2_and_names_each_failure() -> None
     assert failures[2].startswith("b: Jain index")
     assert gate([_row("a", "llm", 1, 1, 0, 0)]) == ["the gate needs runs of both the model "
                                                     "and dualpi2"]
+    # A model that ties DualPI2 everywhere (what adding nothing under the dualpi2 guard
+    # gives) is not promoted.
+    tie = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.95, 0.9, 1.0, 20.0)]
+    assert gate(tie) == ["no p99 is lower than DualPI2's anywhere: the model adds nothing"]

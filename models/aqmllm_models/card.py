@@ -137,7 +137,8 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         "aqmllmd packages a model as its default only if, on every scenario above, it keeps",
         "at least 98 % of DualPI2's utilisation, a Jain index no more than 0.02 below, and",
-        "no higher p99 sojourn in either queue (`aqmllm_models.closed_loop.gate`).",
+        "no higher p99 sojourn in either queue, and a lower one somewhere",
+        "(`aqmllm_models.closed_loop.gate`).",
         "",
         *(["**Passed.**"] if not pipe.gate_failures else
           ["**Not passed**, so it was not installed as aqmllmd's default:", "",

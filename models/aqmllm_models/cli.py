@@ -375,7 +375,7 @@ def evaluate(model: str, datasets: tuple[str, ...]) -> None:
               help="results.json, table.md and figures here")
 @click.option("--verdict-guard", type=click.Choice(contract.VERDICT_GUARDS), default=None,
               help="what DualPI2 still decides over the model's verdicts "
-                   "[default: the model's own (its metadata), else each scenario's, step]")
+                   "[default: the model's own (its metadata), else each scenario's, dualpi2]")
 @click.option("--json", "as_json", is_flag=True)
 def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds: str,
                     jobs: int, out: Path, verdict_guard: str | None, as_json: bool) -> None:
