@@ -61,6 +61,26 @@ def test_dualpi2_parameters_vary_per_recording(scenario: Path, tmp_path: Path) -
     assert meta["dualpi2"] == {"target_us": 5000, "step_threshold_us": 500}
 
 
+def test_interval_returns_are_relative_to_dualpi2_in_the_same_scenario_and_seed(
+        scenario: Path, tmp_path: Path) -> None:
+    from aqmllm_models.data import load
+
+    _, meta = _record(scenario, tmp_path / "d.npz")
+    assert meta["dualpi2_default"]
+    _, meta = _record(scenario, tmp_path / "t.npz", "--target-us", "5000")
+    assert not meta["dualpi2_default"]  # other parameters: not the baseline
+    _record(scenario, tmp_path / "pie.npz", "--policy", "pie")
+    steps = load(tmp_path / "d.npz", tmp_path / "pie.npz", returns="interval")
+    own = steps.run_starts[1]
+    assert not steps.returns[:own].any()  # DualPI2 against itself
+    assert steps.returns[own:].std() > 0
+    for lonely in ("pie.npz", "t.npz"):
+        with pytest.raises(ValueError, match="no DualPI2 recording of scenario 'tiny', seed 1"):
+            load(tmp_path / lonely, returns="interval")
+    with pytest.raises(ValueError, match="not one of packet, interval"):
+        load(tmp_path / "d.npz", returns="weekly")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--explore-rate", "2", "--policy", "explore"], "explore rate"),
     (["--target-us", "0"], "--target-us"),
@@ -78,6 +98,7 @@ def test_bad_recording_options_are_refused(scenario: Path, tmp_path: Path, args:
 
 def test_pipeline_makes_a_model_and_its_card(scenario: Path, tmp_path: Path) -> None:
     from aqmllm_models.cli import cli
+    from aqmllmd.default_model import DEFAULT_MODEL
 
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(f'''
@@ -88,9 +109,14 @@ scenario = "{scenario}"
 [[record.jobs]]
 scenario = "{scenario}"
 policy = "pie"
+[[record.jobs]]
+scenario = "{scenario}"
+policy = "llm"
+model = "{DEFAULT_MODEL}"
 [teacher]
 max_steps = 4
 batch = 8
+returns = "interval"
 [distill]
 max_windows = 300
 epochs = 2
@@ -114,6 +140,8 @@ scenarios = ["{scenario}"]
     assert card.startswith("---\nlicense:") and "base_model:" in card
     assert "| tiny | model |" in card and "| tiny | dualpi2 |" in card
     assert "aqmllm_models.cli teacher" in card and "--policy pie" in card
+    assert "--returns interval" in card and "--model " in card
+    assert json.loads((work / "teacher" / "train.json").read_text())["returns"] == "interval"
     results = json.loads((out / "closed-loop-results.json").read_text())
     assert {r["policy"] for r in results["rows"]} == {"dualpi2", "llm"}
     assert (out / "closed-loop-summary.png").stat().st_size > 0

@@ -13,11 +13,16 @@ import numpy as np
 
 from aqmllmd import contract
 
+from .data import RETURN_KINDS
 
-def _steps(*datasets: str):  # noqa: ANN202
+
+def _steps(*datasets: str, returns: str = "packet"):  # noqa: ANN202
     from .data import load
 
-    return load(*datasets)
+    try:
+        return load(*datasets, returns=returns)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
 
 
 def _teacher(steps, backbone: str | None, tiny: bool, full: bool = False):  # noqa: ANN001, ANN202
@@ -52,10 +57,15 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoint")
 @click.option("--weight-power", default=1.0, show_default=True,
               help="class weights = (inverse action frequency) ** this; 0.5 is milder")
+@click.option("--returns", type=click.Choice(RETURN_KINDS), default="packet",
+              show_default=True,
+              help="the return it is conditioned on: per packet, or per 100 ms interval "
+                   "relative to DualPI2 in the same scenario and seed (needs DualPI2's "
+                   "recording among the DATASETS)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window: int,
             epochs: int, max_steps: int | None, batch: int, lr: float, checkpoint_every: int,
-            resume: bool, weight_power: float, out: Path) -> None:
+            resume: bool, weight_power: float, returns: str, out: Path) -> None:
     """Return-conditioned offline RL on recorded DATASETS; saves adapters and heads.
 
     Under `accelerate launch` it runs on every process given (GPUs, machines)."""
@@ -63,7 +73,7 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
 
     from .train import train_teacher
 
-    steps = _steps(*datasets)
+    steps = _steps(*datasets, returns=returns)
     model = _teacher(steps, backbone, tiny)
     out.mkdir(parents=True, exist_ok=True)
     r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps,
@@ -74,7 +84,7 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
     if state.is_main_process:
         save_teacher(model, out, {**r, "datasets": list(datasets), "window": window,
                                   "tiny": tiny, "backbone": backbone, "lr": lr, "batch": batch,
-                                  "weight_power": weight_power,
+                                  "weight_power": weight_power, "returns": returns,
                                   "windows_available": int(len(steps.actions))})
         click.echo(json.dumps({k: v for k, v in r.items() if k != "losses"}))
     _leave_process_group()
@@ -111,6 +121,12 @@ def _load_teacher(steps, teacher_dir: Path, backbone: str | None, tiny: bool):  
     from accelerate import PartialState
 
     return model.to(PartialState().device)  # labelling runs on a GPU where there is one
+
+
+def teacher_returns(teacher_dir: Path) -> str:
+    """The kind of return the teacher was trained on: its labels are conditioned on a
+    quantile of the same kind."""
+    return json.loads((teacher_dir / "train.json").read_text()).get("returns", "packet")
 
 
 def _teacher_weights(teacher_dir: Path) -> np.ndarray | None:
@@ -223,7 +239,7 @@ def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, 
     from .student import save as save_student
     from .train import teacher_probs
 
-    steps = _steps(*datasets)
+    steps = _steps(*datasets, returns=teacher_returns(teacher_dir))
     model = _load_teacher(steps, teacher_dir, backbone, tiny)
     target = float(np.quantile(steps.returns, target_return_quantile))
     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 DAEMON_DEFAULT = REPO / "daemon" / "aqmllmd" / "default_model" / "default.onnx"
 _RECORD_KEYS = {"scenario", "policy", "explore_rate", "target_us", "step_threshold_us",
-                "duration_s", "seeds"}
+                "duration_s", "seeds", "model"}
 
 
 class RecipeError(ValueError):
@@ -104,6 +104,8 @@ class Pipeline:
             for key in ("explore_rate", "target_us", "step_threshold_us", "duration_s"):
                 if key in job:
                     args += [f"--{key.replace('_', '-')}", job[key]]
+            if "model" in job:
+                args += ["--model", REPO / job["model"]]
             self._run("record", args, ds)
             datasets.append(ds)
         teacher_dir = self.work / "teacher"
@@ -113,6 +115,7 @@ class Pipeline:
                               "--max-steps", t["max_steps"], "--batch", t.get("batch", 32),
                               "--lr", t.get("lr", 1e-3),
                               "--weight-power", t.get("weight_power", 1.0),
+                              "--returns", t.get("returns", "packet"),
                               "--resume", "--out", teacher_dir],
                   teacher_dir / "train.json")
         student_dir = self.work / "student"

@@ -202,6 +202,7 @@ def record(scenario: str, out: Path, seeds: str, policy: str, explore_rate: floa
                              "explore_rate": explore_rate if policy == "explore" else None,
                              "dualpi2": {"target_us": sc.target_us,
                                          "step_threshold_us": sc.step_threshold_us},
+                             "dualpi2_default": target_us is None and step_threshold_us is None,
                              "model": model, "runs": runs, "interval_s": 0.1},
                  timeseries=series)
     click.echo(f"{len(rows)} rows from {len(runs)} run(s) -> {out}")
