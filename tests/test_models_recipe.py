@@ -206,3 +206,22 @@ def test_gate_passes_a_model_as_good_as_dualpi2_and_names_each_failure() -> None
     # gives) is not promoted.
     tie = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.95, 0.9, 1.0, 20.0)]
     assert gate(tie) == ["no p99 is lower than DualPI2's anywhere: the model adds nothing"]
+
+
+def test_paired_rows_compare_the_model_with_dualpi2_seed_by_seed() -> None:
+    from aqmllm_models.closed_loop import paired_rows, paired_table
+
+    rows = []
+    for seed, (base, model) in enumerate([(10.0, 8.0), (20.0, 19.0), (5.0, 6.0)], start=1):
+        rows += [{**_row("a", "dualpi2", 0.9, 0.9, 1.0, base), "seed": seed},
+                 {**_row("a", "llm", 0.9 + seed / 100, 0.9, 1.0, model), "seed": seed},
+                 {**_row("a", "pie", 0.5, 0.5, 9.0, 9.0), "seed": seed}]
+    by = {r["figure"]: r for r in paired_rows(rows)}
+    assert set(by) == {"utilisation", "jain", "l_p99_ms", "c_p99_ms"}  # PIE is not paired
+    c = by["c_p99_ms"]
+    assert c["seeds"] == 3 and c["model_better"] == 2  # lower is better for a p99
+    assert c["mean_difference"] == pytest.approx(-2 / 3)
+    assert c["standard_error"] == pytest.approx(np.std([-2, -1, 1], ddof=1) / np.sqrt(3))
+    assert by["utilisation"]["model_better"] == 3  # higher is better
+    assert by["l_p99_ms"]["model_better"] == 0  # a tie is no win
+    assert "| a | c_p99_ms | -0.667 ± 0.882 | 2 of 3 |" in paired_table(rows)

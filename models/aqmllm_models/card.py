@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .closed_loop import markdown_table
+from .closed_loop import markdown_table, paired_table
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -91,6 +91,11 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         f"{train.get('seconds_per_step', 0):.2f} s per step on {train.get('device')}.",
         f"- Class weights (inverse frequency to the power {train.get('weight_power', 1.0)}): "
         f"{', '.join(format(w, '.2f') for w in train.get('class_weights', []))}.",
+        "- Conditioned on "
+        + ("the return per 100 ms interval relative to DualPI2 in the same scenario and seed"
+           " (utilisation, Jain index, log p99 of each queue; models/README.md)."
+           if train.get("returns") == "interval" else
+           "the per-packet return (delivered bytes, delay, loss, marks; models/README.md)."),
         "",
         "## Student",
         "",
@@ -131,6 +136,11 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         markdown_table(results.get("rows", [])),
         "",
+        "Seed by seed against DualPI2 (the same seed is the same conditions: flow starts,",
+        "random streams, capacity), the model's figure less DualPI2's:",
+        "",
+        paired_table(results.get("rows", [])),
+        "",
         "![closed loop](closed-loop-summary.png)",
         "",
         "### Promotion gate",
@@ -147,9 +157,8 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         "## Limits",
         "",
-        "- Where the model loses, above, models/README.md gives what was measured about",
-        "  why (imitated behaviour noise, a per-packet return that carries little signal,",
-        "  no data at long queues) and what would unblock it.",
+        "- Where the model loses shows in the seed-by-seed table above; models/README.md",
+        "  gives what was measured about why, run by run.",
         "- Decisions are taken at enqueue from the state then; DualPI2 decides at dequeue",
         "  from the packet's own sojourn.",
         "- Trained on simulated DCTCP, CUBIC and Reno over one bottleneck; not on real",

@@ -87,7 +87,9 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
         rows.append(summarise(r, seed))
     results = {"model": str(model), "verdict_guard": verdict_guard, "rows": rows}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(markdown_table(rows) + "\n")
+    paired = paired_table(rows) if "dualpi2" in baselines else ""
+    (out / "table.md").write_text(markdown_table(rows) + "\n" + (
+        f"\nSeed by seed against DualPI2:\n\n{paired}\n" if paired else ""))
     _figures(rows, out, {names[p]: out / names[p] for p in scenarios},
              [*baselines, "llm"], seeds[0])
     return rows
@@ -133,6 +135,41 @@ def gate(rows: list[dict[str, Any]]) -> list[str]:
     elif not failures and not gains:
         failures.append("no p99 is lower than DualPI2's anywhere: the model adds nothing")
     return failures
+
+
+def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario and figure: the model less DualPI2, seed by seed (the same seed is
+    the same conditions), as a mean with its standard error, and on how many seeds the
+    model was the better. It tells a real difference from run-to-run noise, which a
+    mean over a few seeds does not."""
+    by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["scenario"], r["policy"]), {})[r["seed"]] = r
+    out = []
+    for (scenario, policy), model in sorted(by.items()):
+        base = by.get((scenario, "dualpi2"))
+        if policy != "llm" or base is None:
+            continue
+        seeds = sorted(set(model) & set(base))
+        for key in COLUMNS[:4]:
+            d = [model[s][key] - base[s][key] for s in seeds]
+            mean = sum(d) / len(d)
+            se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 \
+                if len(d) > 1 else float("nan")
+            lower_better = key.endswith("p99_ms")
+            better = sum((x < 0) if lower_better else (x > 0) for x in d)
+            out.append({"scenario": scenario, "figure": key, "seeds": len(d),
+                        "mean_difference": mean, "standard_error": se, "model_better": better})
+    return out
+
+
+def paired_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| scenario | figure | model − DualPI2 (mean ± s.e.) | seeds the model is better |",
+             "|---|---|---|---|"]
+    for r in paired_rows(rows):
+        lines.append(f"| {r['scenario']} | {r['figure']} | {r['mean_difference']:+.3f} ± "
+                     f"{r['standard_error']:.3f} | {r['model_better']} of {r['seeds']} |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
