@@ -205,7 +205,27 @@ def test_gate_passes_a_model_as_good_as_dualpi2_and_names_each_failure() -> None
     # A model that ties DualPI2 everywhere (what adding nothing under the dualpi2 guard
     # gives) is not promoted.
     tie = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.95, 0.9, 1.0, 20.0)]
-    assert gate(tie) == ["no p99 is lower than DualPI2's anywhere: the model adds nothing"]
+    assert gate(tie) == ["no p99 is measurably lower than DualPI2's anywhere: the model "
+                         "adds nothing"]
+
+
+def test_gate_tells_a_p99_difference_from_seed_to_seed_noise() -> None:
+    from aqmllm_models.closed_loop import gate
+
+    def runs(base: list[float], model: list[float], c99: float = 15.0) -> list[dict]:
+        return [r for seed, (b, m) in enumerate(zip(base, model, strict=True), start=1)
+                for r in ({**_row("a", "dualpi2", 0.95, 0.9, b, 20.0), "seed": seed},
+                          {**_row("a", "llm", 0.95, 0.9, m, c99), "seed": seed})]
+
+    # L p99 higher on average, but by less than two standard errors of the paired
+    # difference (+0.5 ± 3.2): noise; the classic p99 is 5 ms lower on every seed.
+    assert gate(runs([2.0, 8.0, 3.0, 9.0], [8.0, 2.0, 9.0, 5.0])) == []
+    # The same mean difference, seed after seed: real, so a failure.
+    failures = gate(runs([2.0, 8.0, 3.0, 9.0], [2.5, 8.5, 3.5, 9.5]))
+    assert failures == ["a: L p99 6.000 against DualPI2's 5.500"]
+    # A gain within the noise is no gain.
+    assert gate(runs([2.0, 8.0], [2.0, 8.0], c99=20.0)) == [
+        "no p99 is measurably lower than DualPI2's anywhere: the model adds nothing"]
 
 
 def test_paired_rows_compare_the_model_with_dualpi2_seed_by_seed() -> None:

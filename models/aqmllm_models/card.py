@@ -146,9 +146,10 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "### Promotion gate",
         "",
         "aqmllmd packages a model as its default only if, on every scenario above, it keeps",
-        "at least 98 % of DualPI2's utilisation, a Jain index no more than 0.02 below, and",
-        "no higher p99 sojourn in either queue, and a lower one somewhere",
-        "(`aqmllm_models.closed_loop.gate`).",
+        "at least 98 % of DualPI2's utilisation (means over the seeds), a Jain index no more",
+        "than 0.02 below, and a p99 sojourn in either queue not measurably higher, and",
+        "somewhere a measurably lower one; measurably: by more than two standard errors of",
+        "the seed-by-seed difference (`aqmllm_models.closed_loop.gate`).",
         "",
         *(["**Passed.**"] if not pipe.gate_failures else
           ["**Not passed**, so it was not installed as aqmllmd's default:", "",
