@@ -223,6 +223,11 @@ def test_gate_tells_a_p99_difference_from_seed_to_seed_noise() -> None:
     # The same mean difference, seed after seed: real, so a failure.
     failures = gate(runs([2.0, 8.0, 3.0, 9.0], [2.5, 8.5, 3.5, 9.5]))
     assert failures == ["a: L p99 6.000 against DualPI2's 5.500"]
+    # A run whose verdict timed out on the wall clock depends on the host's load.
+    late = runs([2.0, 8.0], [1.0, 7.0])
+    late[1]["verdict_timeouts"] = 1
+    assert gate(late) == ["1 model run(s) had a verdict time out on the wall clock (a loaded "
+                          "host): their figures depend on the load; run the closed loop alone"]
     # A gain within the noise is no gain.
     assert gate(runs([2.0, 8.0], [2.0, 8.0], c99=20.0)) == [
         "no p99 is measurably lower than DualPI2's anywhere: the model adds nothing"]
