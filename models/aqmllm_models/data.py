@@ -4,7 +4,7 @@ Each packet is a step: its features (aqmllmd.features, history carried in packet
 order), the action taken (enqueue, drop, mark: the model's action order), a reward and
 the return-to-go. Windows of K consecutive steps feed the return-conditioned teacher.
 
-Two kinds of return (models/README.md, "Rewards"):
+Two kinds of return (models/README.md, "Interval returns"):
 - `packet`: a reward per packet, discounted per packet (γ = 0.99);
 - `interval`: a score per 100 ms interval of the run (utilisation, fairness, log p99
   sojourn of each queue) minus DualPI2's score in the same interval of the same scenario
