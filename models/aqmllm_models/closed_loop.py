@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def gate(rows: list[dict[str, Any]]) -> list[str]:
         for name, key in P99S:
             diff = paired[(scenario, key)]
             se = diff["standard_error"]
-            noise = NOISE_SE * se if se == se else 0.0  # NaN with one seed
+            noise = 0.0 if math.isnan(se) else NOISE_SE * se  # NaN with one seed
             if diff["mean_difference"] > noise:
                 failures.append(f"{scenario}: {name} {m[key]:.3f} against DualPI2's "
                                 f"{d[key]:.3f}" + (f" (noise ±{noise:.3f})" if noise else ""))

@@ -137,29 +137,29 @@ def load(*paths: str | Path, returns: str = "packet") -> Steps:
     if returns not in RETURN_KINDS:
         raise ValueError(f"returns: {returns!r} is not one of {', '.join(RETURN_KINDS)}")
     loaded = [(str(path), *load_npz(path)) for path in paths]
+    if returns == "packet":
+        return concat([from_columns(cols, [r["recorded"] for r in meta["runs"]])
+                       for _path, cols, meta in loaded])
+    scores = [[interval_scores(cols, i) for i in range(len(meta["runs"]))]
+              for _path, cols, meta in loaded]
     baselines: dict[tuple[str, int], np.ndarray] = {}
-    if returns == "interval":
-        for _path, cols, meta in loaded:
-            if _is_baseline(meta):
-                for i, r in enumerate(meta["runs"]):
-                    baselines.setdefault((meta["scenario"], r["seed"]), interval_scores(cols, i))
+    for (_path, _cols, meta), run_scores in zip(loaded, scores, strict=True):
+        if _is_baseline(meta):
+            for r, score in zip(meta["runs"], run_scores, strict=True):
+                baselines.setdefault((meta["scenario"], r["seed"]), score)
     parts = []
-    for path, cols, meta in loaded:
-        sizes = [r["recorded"] for r in meta["runs"]]
-        if returns == "packet":
-            parts.append(from_columns(cols, sizes))
-            continue
+    for (path, cols, meta), run_scores in zip(loaded, scores, strict=True):
         adv = []
-        for i, r in enumerate(meta["runs"]):
+        for r, score in zip(meta["runs"], run_scores, strict=True):
             base = baselines.get((meta["scenario"], r["seed"]))
             if base is None:
                 raise ValueError(f"{path}: no DualPI2 recording of scenario "
                                  f"{meta['scenario']!r}, seed {r['seed']} among the datasets "
                                  "(interval returns are relative to it)")
-            score = interval_scores(cols, i)
             n = min(len(score), len(base))  # intervals both runs have
             adv.append(score[:n] - base[:n])
-        parts.append(from_columns(cols, sizes, adv, float(meta.get("interval_s", 0.1))))
+        parts.append(from_columns(cols, [r["recorded"] for r in meta["runs"]], adv,
+                                  float(meta.get("interval_s", 0.1))))
     return concat(parts)
 
 
