@@ -170,7 +170,8 @@ def test_bad_student_options_are_refused() -> None:
                    {"teacher_weight": 0.5},  # a weight below 1 needs a prior
                    {"guard": "pie"}, {"queues": "l4s"},
                    # the L4S queue left to a guard that is not DualPI2's whole decision
-                   {"queues": "classic", "guard": "step"}):
+                   {"queues": "classic", "guard": "step"},
+                   {"queues": "coupled", "guard": "none"}):
         with pytest.raises(ValueError):
             Student(x, **kwargs)
     with pytest.raises(ValueError, match="needs states"):
@@ -201,3 +202,62 @@ def test_export_matches_torch_and_the_daemon_serves_it(prior: str, tmp_path: Pat
     assert load_for_serving(tmp_path / "m.onnx").verdict_guard == guard
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert f"prior={prior}" in meta["aqmllm.student"]
+
+
+def test_the_coupled_l4s_mark_follows_dualpi2s_coupling_of_the_classic_signal() -> None:
+    import torch
+
+    from aqmllm_models.student import COUPLING, coupled_l_mark
+
+    rng = np.random.default_rng(2)
+    n = 2000
+    x = np.zeros((n, features.N_FEATURES), np.float32)
+    base = rng.uniform(0, 0.45, n).astype(np.float32)  # p', as the core keeps it
+    x[:, COL["prob_base"]], x[:, COL["prob_c"]] = base, base ** 2
+    x[:, COL["prob_cl"]] = COUPLING * base
+    x[:, COL["backlog_kbytes_c"]] = rng.choice([0.0, 1.0, 50.0], n)
+    xt = torch.from_numpy(x)
+    above = x[:, COL["backlog_kbytes_c"]] >= 3.0
+    r_c = torch.from_numpy(rng.uniform(0, 0.2, (n, 1)).astype(np.float32))
+    mark = coupled_l_mark(xt, r_c).numpy()[:, 0]
+    # No residual, nothing to add: DualPI2 already couples its own p_C.
+    assert np.abs(coupled_l_mark(xt, torch.zeros(n, 1)).numpy()).max() < 1e-4  # float32
+    # Below the 2 MTU floor nothing either; above it, with DualPI2's own p_CL drawn
+    # independently, the L4S signal is k * sqrt of the classic one.
+    assert np.all(mark[~above] == 0)
+    q_c = 1 - (1 - x[:, COL["prob_c"]]) * (1 - r_c.numpy()[:, 0])
+    total = 1 - (1 - x[:, COL["prob_cl"]]) * (1 - mark)
+    assert np.allclose(total[above], np.minimum(1, COUPLING * np.sqrt(q_c[above])), atol=1e-5)
+
+
+def test_a_coupled_student_exports_and_marks_l4s_packets_only_as_the_coupling_says(
+        tmp_path: Path) -> None:
+    import torch
+
+    from aqmllm_models.student import Student, as_classic, coupled_l_mark, distill, export, targets
+    from aqmllmd.model import load as load_for_serving
+
+    x = branch_states()
+    teacher = np.random.default_rng(3).dirichlet([1, 1, 1], len(x)).astype(np.float32)
+    student = Student(x, 16, prior="dualpi2", teacher_weight=0.5, queues="coupled")
+    classic = Student(x, 16, prior="dualpi2", teacher_weight=0.5, queues="classic")
+    # It learns what the classic-queue student learns: its L4S decision is computed.
+    assert np.allclose(targets(student, x, teacher), targets(classic, x, teacher))
+    distill(student, x, teacher, epochs=2)
+    is_l = x[:, COL["queue_l"]] >= 0.5
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        p = student.decide(xt).numpy()
+        own = torch.softmax(student(xt), -1).numpy()
+        r_c = 1 - torch.softmax(student(as_classic(xt)), -1)[:, :1]
+        want = coupled_l_mark(xt, r_c).numpy()[:, 0]
+    assert np.allclose(p.sum(1), 1, atol=1e-6)
+    assert np.allclose(p[~is_l], own[~is_l])  # classic packets: the network's own
+    assert np.all(p[is_l, 1] == 0)  # L4S packets are never dropped by it
+    assert np.allclose(p[is_l, 2], want[is_l])
+    assert (p[is_l, 2] > 0).any() and (p[is_l, 2] == 0).any()
+    r = export(student, tmp_path / "m.onnx", "test", np.concatenate([x, x * 4]))
+    assert r["max_abs_diff"] < 1e-4
+    served = load_for_serving(tmp_path / "m.onnx")
+    assert served.verdict_guard == "dualpi2"
+    assert np.abs(served.run(x[:1]) - p[:1]).max() < 1e-4  # a batch of one, too

@@ -181,10 +181,11 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
 
 def _student_options(f: Callable[..., None]) -> Callable[..., None]:
     """The student's shape, shared by distill and dagger (student.py)."""
-    f = click.option("--queues", type=click.Choice(["both", "classic"]), default="both",
-                     show_default=True,
+    f = click.option("--queues", type=click.Choice(["both", "classic", "coupled"]),
+                     default="both", show_default=True,
                      help="the queues it decides beyond its guard; classic: the L4S queue is "
-                          "DualPI2's alone (needs --guard dualpi2)")(f)
+                          "DualPI2's alone; coupled: L4S packets get DualPI2's coupling of "
+                          "the student's classic signal (both need --guard dualpi2)")(f)
     f = click.option("--guard", type=click.Choice(contract.VERDICT_GUARDS), default="dualpi2",
                      show_default=True,
                      help="the core's verdict guard the student is made for; dualpi2: it "

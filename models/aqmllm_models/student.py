@@ -17,7 +17,11 @@ With `guard="dualpi2"` the student is made for the core's DualPI2 verdict guard
 stricter. The student then learns the *residual*: the decisions the target takes beyond
 DualPI2's, so that the two together take the target's (see `residual`). With
 `queues="classic"` it adds to classic packets only and leaves the L4S queue to DualPI2
-alone, whose step marking already acts within a millisecond (models/README.md).
+alone, whose step marking already acts within a millisecond (models/README.md). With
+`queues="coupled"` it decides classic packets the same way, and an L4S packet is marked
+as DualPI2's coupling would mark it if the classic signal were the one the student
+gives a classic packet in the same state (see `coupled_l_mark`): extra classic marks
+are matched in the L4S queue, so the two kinds of flow keep DualPI2's balance.
 `export` checks the file with the daemon's validator and against torch on held-out states.
 """
 
@@ -37,7 +41,9 @@ PRIORS = ("none", "dualpi2")
 #: The core's verdict guards a student can be made for (aqm_params.verdict_guard).
 GUARDS = contract.VERDICT_GUARDS
 #: The queues whose packets a student decides beyond its guard.
-QUEUES = ("both", "classic")
+QUEUES = ("both", "classic", "coupled")
+#: DualPI2's coupling factor k (p_CL = k * p'), the core's default (aqm_core.c).
+COUPLING = 2.0
 #: Floor under the prior's probabilities. It is also a random drop and mark rate on
 #: every packet where DualPI2 would do nothing: 1e-3 cost CUBIC a sixth of a 50 Mbit/s
 #: link in closed loop (models/README.md). A correction of 14 nats overrides 1e-6.
@@ -79,9 +85,9 @@ def check_shape(prior: str, step_ms: float, teacher_weight: float,
         raise ValueError(f"guard must be one of {GUARDS}, not {guard!r}")
     if queues not in QUEUES:
         raise ValueError(f"queues must be one of {QUEUES}, not {queues!r}")
-    if queues == "classic" and guard != "dualpi2":
-        raise ValueError("a student for the classic queue alone leaves the L4S queue to "
-                         "DualPI2: it needs the dualpi2 guard")
+    if queues != "both" and guard != "dualpi2":
+        raise ValueError(f"a student with queues={queues!r} leaves the L4S queue's own "
+                         "signal to DualPI2: it needs the dualpi2 guard")
     if not 0.0 <= teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight}")
     if prior == "none" and teacher_weight != 1.0:
@@ -125,10 +131,50 @@ class Student(nn.Module):
         prior = self.prior_log_probs(x)
         return logits if prior is None else logits + prior
 
+    def decide(self, x: torch.Tensor) -> torch.Tensor:
+        """The distribution the exported model serves: softmax(forward) and, with
+        queues="coupled", the coupled mark on L4S packets (`coupled_l_mark`)."""
+        p = torch.softmax(self(x), dim=-1)
+        if self.queues != "coupled":
+            return p
+        r_c = 1 - torch.softmax(self(as_classic(x)), dim=-1)[:, :1]
+        mark = coupled_l_mark(x, r_c)
+        coupled = torch.cat([1 - mark, torch.zeros_like(mark), mark], dim=1)
+        is_l = x[:, _COL["queue_l"]:_COL["queue_l"] + 1].clamp(0, 1)
+        return (1 - is_l) * p + is_l * coupled
+
     def config(self) -> dict:
         return {"hidden": self.l1.out_features, "prior": self.prior, "step_ms": self.step_ms,
                 "teacher_weight": self.teacher_weight, "guard": self.guard,
                 "queues": self.queues}
+
+
+def as_classic(x: torch.Tensor) -> torch.Tensor:
+    """The same states as seen by an ECT(0) classic packet: queue_l and the ECN one-hot
+    changed, the queues' figures as they are."""
+    c = x.clone()
+    for name, value in (("queue_l", 0.0), ("ecn_not_ect", 0.0), ("ecn_ect1", 0.0),
+                        ("ecn_ect0", 1.0), ("ecn_ce", 0.0)):
+        c[:, _COL[name]] = value
+    return c
+
+
+def coupled_l_mark(x: torch.Tensor, r_c: torch.Tensor) -> torch.Tensor:
+    """The mark an L4S packet needs beyond DualPI2's own when the classic queue's
+    signal is DualPI2's p_C plus a residual r_c (drawn independently): the coupling
+    p_CL = k * sqrt(p_C) applied to that total, q_C = 1 - (1 - p_C)(1 - r_c). Zero when
+    r_c is zero (k * sqrt(p'^2) = p_CL), and below DualPI2's 2 MTU floor, where the
+    coupling's square root would turn a stray classic residual into many L4S marks.
+    DualPI2's step and its own p_CL still act at dequeue, so only the excess over p_CL
+    is marked (independently again)."""
+    def col(name: str) -> torch.Tensor:
+        return x[:, _COL[name]:_COL[name] + 1]
+
+    floor = ((col("backlog_kbytes_c") + col("backlog_kbytes_l")) >= FLOOR_KBYTES).float()
+    q_c = 1 - (1 - floor * col("prob_c").clamp(0, 1)) * (1 - r_c.clamp(0, 1))
+    q_l = (COUPLING * torch.sqrt(q_c)).clamp(max=1.0)
+    own = floor * col("prob_cl").clamp(0, 1)
+    return floor * ((q_l - own) / (1 - own).clamp(min=PRIOR_EPS)).clamp(0, 1)
 
 
 def residual(target: np.ndarray, guard: np.ndarray) -> np.ndarray:
@@ -150,7 +196,8 @@ def targets(student: Student, x: np.ndarray, teacher_p: np.ndarray) -> np.ndarra
     """What the student learns: the teacher's distributions, or with teacher_weight w < 1
     their geometric mixture with the prior, prior^(1-w) * teacher^w, renormalised; under
     the DualPI2 guard, what that target needs beyond DualPI2 (`residual`), and nothing
-    for L4S packets if the student decides the classic queue alone."""
+    for L4S packets if the student decides the classic queue alone or couples the L4S
+    queue to it (the coupled mark is computed, not learned)."""
     w = student.teacher_weight
     xt = torch.from_numpy(np.asarray(x, np.float32))
     prior = student.prior_log_probs(xt)
@@ -163,7 +210,7 @@ def targets(student: Student, x: np.ndarray, teacher_p: np.ndarray) -> np.ndarra
     if student.guard != "dualpi2":
         return target
     add = residual(target, dualpi2_prior(xt, student.step_ms).numpy())
-    if student.queues == "classic":
+    if student.queues != "both":  # coupled: L4S packets follow the classic residual
         add[xt[:, _COL["queue_l"]].numpy() >= 0.5] = (1.0, 0.0, 0.0)
     return add
 
@@ -286,7 +333,67 @@ def student_graph(student: Student, description: str):  # noqa: ANN201 (onnx.Mod
     del g.node[:]
     g.node.extend(nodes[:2] + old[:-1] + nodes[2:] + old[-1:])
     g.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items())
+    if student.queues == "coupled":
+        _couple(g)
     return model
+
+
+def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
+    """Rewire a student's graph as `Student.decide` with queues="coupled": the network
+    runs once on the batch and once on the batch as classic packets (`as_classic`),
+    stacked, and L4S rows get `coupled_l_mark` of the second half's residual."""
+    from onnx import helper, numpy_helper
+
+    x, y = contract.INPUT_NAME, contract.OUTPUT_NAME
+    for node in g.node:  # the network now reads both halves and writes both
+        node.input[:] = ["stacked" if i == x else i for i in node.input]
+        node.output[:] = ["probs_stacked" if o == y else o for o in node.output]
+    n = len(features.FEATURE_NAMES)
+    keep, put = np.ones(n, np.float32), np.zeros(n, np.float32)
+    for name in ("queue_l", "ecn_not_ect", "ecn_ect1", "ecn_ect0", "ecn_ce"):
+        keep[_COL[name]] = 0.0
+    put[_COL["ecn_ect0"]] = 1.0
+    consts = {"c_keep": keep, "c_put": put, "c_one": np.float32(1.0),
+              "c_zero": np.float32(0.0), "c_k": np.float32(COUPLING),
+              "c_floor_kb": np.float32(FLOOR_KBYTES), "c_eps": np.float32(PRIOR_EPS),
+              "c_i0": np.array([0], np.int64), "c_i1": np.array([1], np.int64),
+              "c_big": np.array([np.iinfo(np.int64).max], np.int64)}
+    nodes: list = []
+
+    def op(kind: str, *inputs: str, **attrs: object) -> str:
+        out = f"c{len(nodes)}"
+        nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+        return out
+
+    def col(name: str) -> str:
+        consts[f"c_col_{name}"] = np.array([_COL[name]], np.int64)
+        return op("Gather", x, f"c_col_{name}", axis=1)
+
+    first = [helper.make_node("Mul", [x, "c_keep"], ["c_kept"]),
+             helper.make_node("Add", ["c_kept", "c_put"], ["c_classic"]),
+             helper.make_node("Concat", [x, "c_classic"], ["stacked"], axis=0)]
+    batch = op("Slice", op("Shape", x), "c_i0", "c_i1")
+    own_p = op("Slice", "probs_stacked", "c_i0", batch, "c_i0")
+    classic_p = op("Slice", "probs_stacked", batch, "c_big", "c_i0")
+    r_c = op("Clip", op("Sub", "c_one", op("Slice", classic_p, "c_i0", "c_i1", "c_i1")),
+             "c_zero", "c_one")
+    floor = op("Cast", op("GreaterOrEqual", op("Add", col("backlog_kbytes_c"),
+                                                col("backlog_kbytes_l")), "c_floor_kb"), to=1)
+    p_c = op("Mul", floor, op("Clip", col("prob_c"), "c_zero", "c_one"))
+    q_c = op("Sub", "c_one", op("Mul", op("Sub", "c_one", p_c), op("Sub", "c_one", r_c)))
+    q_l = op("Clip", op("Mul", "c_k", op("Sqrt", q_c)), "c_zero", "c_one")
+    own = op("Mul", floor, op("Clip", col("prob_cl"), "c_zero", "c_one"))
+    mark = op("Mul", floor, op("Clip", op("Div", op("Sub", q_l, own),
+                                          op("Max", op("Sub", "c_one", own), "c_eps")),
+                               "c_zero", "c_one"))
+    coupled = op("Concat", op("Sub", "c_one", mark), op("Mul", mark, "c_zero"), mark, axis=1)
+    is_l = op("Clip", col("queue_l"), "c_zero", "c_one")
+    mixed = op("Add", op("Mul", op("Sub", "c_one", is_l), own_p), op("Mul", is_l, coupled))
+    nodes.append(helper.make_node("Identity", [mixed], [y]))
+    old = list(g.node)
+    del g.node[:]
+    g.node.extend(first + old + nodes)
+    g.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items())
 
 
 def export(student: Student, out: Path, description: str, held_out: np.ndarray,
@@ -308,7 +415,7 @@ def export(student: Student, out: Path, description: str, held_out: np.ndarray,
     out.chmod(0o644)
     served = load_for_serving(out)  # the daemon's own validator
     with torch.no_grad():
-        want = torch.softmax(student(torch.from_numpy(held_out)), dim=-1).numpy()
+        want = student.decide(torch.from_numpy(held_out)).numpy()
     got = served.run(held_out)
     diff = float(np.abs(got - want).max())
     if diff > tolerance:
