@@ -230,7 +230,7 @@ def test_the_coupled_l4s_mark_follows_dualpi2s_coupling_of_the_classic_signal() 
     assert np.allclose(total[above], np.minimum(1, COUPLING * np.sqrt(q_c[above])), atol=1e-5)
 
 
-def test_a_coupled_student_exports_and_marks_l4s_packets_only_as_the_coupling_says(
+def test_a_coupled_student_gives_one_classic_signal_and_its_coupling_and_exports(
         tmp_path: Path) -> None:
     import torch
 
@@ -248,13 +248,18 @@ def test_a_coupled_student_exports_and_marks_l4s_packets_only_as_the_coupling_sa
     with torch.no_grad():
         xt = torch.from_numpy(x)
         p = student.decide(xt).numpy()
-        own = torch.softmax(student(xt), -1).numpy()
-        r_c = 1 - torch.softmax(student(as_classic(xt)), -1)[:, :1]
-        want = coupled_l_mark(xt, r_c).numpy()[:, 0]
+        ect0 = torch.softmax(student(as_classic(xt)), -1).numpy()
+        want = coupled_l_mark(xt, torch.from_numpy(1 - ect0[:, :1])).numpy()[:, 0]
     assert np.allclose(p.sum(1), 1, atol=1e-6)
-    assert np.allclose(p[~is_l], own[~is_l])  # classic packets: the network's own
+    # One classic signal: ECN-capable classic packets take the network's decision for
+    # an ECT(0) packet, Not-ECT ones the same signal as drops.
+    not_ect = x[:, COL["ecn_not_ect"]] == 1
+    assert (~is_l & ~not_ect).any() and (~is_l & not_ect).any()
+    assert np.allclose(p[~is_l & ~not_ect], ect0[~is_l & ~not_ect], atol=1e-6)
+    assert np.allclose(p[~is_l & not_ect, 1], 1 - ect0[~is_l & not_ect, 0], atol=1e-6)
+    assert np.all(p[~is_l & not_ect, 2] == 0)
     assert np.all(p[is_l, 1] == 0)  # L4S packets are never dropped by it
-    assert np.allclose(p[is_l, 2], want[is_l])
+    assert np.allclose(p[is_l, 2], want[is_l], atol=1e-6)
     assert (p[is_l, 2] > 0).any() and (p[is_l, 2] == 0).any()
     r = export(student, tmp_path / "m.onnx", "test", np.concatenate([x, x * 4]))
     assert r["max_abs_diff"] < 1e-4

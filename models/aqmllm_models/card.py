@@ -115,6 +115,10 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         " under it.",
         *(["- It decides classic packets alone beyond the guard: the L4S queue is DualPI2's."]
           if student.get("queues") == "classic" else []),
+        *(["- One classic signal per state: its decision for an ECT(0) classic packet, taken"
+           " as drops by Not-ECT packets, and coupled into the L4S queue as DualPI2 couples"
+           " p_C (k·√q_C beyond DualPI2's own p_CL, nothing below the 2 MTU floor)."]
+          if student.get("queues") == "coupled" else []),
         *([f"- DAgger round {r['round']} on {r['scenario']}: {r['visited']:,} states visited,"
            f" {r['labelled']:,} labelled; utilisation {r['utilisation']:.3f}, L p99 "
            f"{r['l_p99_ms']:.2f} ms, C p99 {r['c_p99_ms']:.2f} ms" for r in dagger]),

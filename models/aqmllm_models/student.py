@@ -18,10 +18,11 @@ stricter. The student then learns the *residual*: the decisions the target takes
 DualPI2's, so that the two together take the target's (see `residual`). With
 `queues="classic"` it adds to classic packets only and leaves the L4S queue to DualPI2
 alone, whose step marking already acts within a millisecond (models/README.md). With
-`queues="coupled"` it decides classic packets the same way, and an L4S packet is marked
-as DualPI2's coupling would mark it if the classic signal were the one the student
-gives a classic packet in the same state (see `coupled_l_mark`): extra classic marks
-are matched in the L4S queue, so the two kinds of flow keep DualPI2's balance.
+`queues="coupled"` it learns as with "classic", and serves one classic signal per state:
+its decision for an ECT(0) classic packet, taken as drops by Not-ECT packets, and in the
+L4S queue the mark DualPI2's coupling gives that signal (see `coupled_l_mark`): extra
+classic marks are matched in the L4S queue, whatever the classic flows' ECN, so the two
+kinds of flow keep DualPI2's balance.
 `export` checks the file with the daemon's validator and against torch on held-out states.
 """
 
@@ -132,16 +133,22 @@ class Student(nn.Module):
         return logits if prior is None else logits + prior
 
     def decide(self, x: torch.Tensor) -> torch.Tensor:
-        """The distribution the exported model serves: softmax(forward) and, with
-        queues="coupled", the coupled mark on L4S packets (`coupled_l_mark`)."""
-        p = torch.softmax(self(x), dim=-1)
+        """The distribution the exported model serves: softmax(forward), or with
+        queues="coupled" one classic signal for every packet in the state: the network's
+        decision for an ECT(0) classic packet (`as_classic`), taken as is by ECN-capable
+        classic packets, as drops by Not-ECT ones, and coupled into L4S marks
+        (`coupled_l_mark`)."""
         if self.queues != "coupled":
-            return p
-        r_c = 1 - torch.softmax(self(as_classic(x)), dim=-1)[:, :1]
+            return torch.softmax(self(x), dim=-1)
+        p_c = torch.softmax(self(as_classic(x)), dim=-1)
+        r_c = 1 - p_c[:, :1]
+        not_ect = x[:, _COL["ecn_not_ect"]:_COL["ecn_not_ect"] + 1].clamp(0, 1)
+        nothing = torch.zeros_like(r_c)
+        classic = (1 - not_ect) * p_c + not_ect * torch.cat([1 - r_c, r_c, nothing], dim=1)
         mark = coupled_l_mark(x, r_c)
-        coupled = torch.cat([1 - mark, torch.zeros_like(mark), mark], dim=1)
+        coupled = torch.cat([1 - mark, nothing, mark], dim=1)
         is_l = x[:, _COL["queue_l"]:_COL["queue_l"] + 1].clamp(0, 1)
-        return (1 - is_l) * p + is_l * coupled
+        return (1 - is_l) * classic + is_l * coupled
 
     def config(self) -> dict:
         return {"hidden": self.l1.out_features, "prior": self.prior, "step_ms": self.step_ms,
@@ -340,14 +347,14 @@ def student_graph(student: Student, description: str):  # noqa: ANN201 (onnx.Mod
 
 def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
     """Rewire a student's graph as `Student.decide` with queues="coupled": the network
-    runs once on the batch and once on the batch as classic packets (`as_classic`),
-    stacked, and L4S rows get `coupled_l_mark` of the second half's residual."""
+    reads the batch as ECT(0) classic packets (`as_classic`); Not-ECT classic rows take
+    its signal as drops and L4S rows its `coupled_l_mark`."""
     from onnx import helper, numpy_helper
 
     x, y = contract.INPUT_NAME, contract.OUTPUT_NAME
-    for node in g.node:  # the network now reads both halves and writes both
-        node.input[:] = ["stacked" if i == x else i for i in node.input]
-        node.output[:] = ["probs_stacked" if o == y else o for o in node.output]
+    for node in g.node:  # the network reads the classic view and writes p_c
+        node.input[:] = ["c_classic" if i == x else i for i in node.input]
+        node.output[:] = ["c_probs" if o == y else o for o in node.output]
     n = len(features.FEATURE_NAMES)
     keep, put = np.ones(n, np.float32), np.zeros(n, np.float32)
     for name in ("queue_l", "ecn_not_ect", "ecn_ect1", "ecn_ect0", "ecn_ce"):
@@ -356,8 +363,7 @@ def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
     consts = {"c_keep": keep, "c_put": put, "c_one": np.float32(1.0),
               "c_zero": np.float32(0.0), "c_k": np.float32(COUPLING),
               "c_floor_kb": np.float32(FLOOR_KBYTES), "c_eps": np.float32(PRIOR_EPS),
-              "c_i0": np.array([0], np.int64), "c_i1": np.array([1], np.int64),
-              "c_big": np.array([np.iinfo(np.int64).max], np.int64)}
+              "c_i0": np.array([0], np.int64), "c_i1": np.array([1], np.int64)}
     nodes: list = []
 
     def op(kind: str, *inputs: str, **attrs: object) -> str:
@@ -370,13 +376,14 @@ def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
         return op("Gather", x, f"c_col_{name}", axis=1)
 
     first = [helper.make_node("Mul", [x, "c_keep"], ["c_kept"]),
-             helper.make_node("Add", ["c_kept", "c_put"], ["c_classic"]),
-             helper.make_node("Concat", [x, "c_classic"], ["stacked"], axis=0)]
-    batch = op("Slice", op("Shape", x), "c_i0", "c_i1")
-    own_p = op("Slice", "probs_stacked", "c_i0", batch, "c_i0")
-    classic_p = op("Slice", "probs_stacked", batch, "c_big", "c_i0")
-    r_c = op("Clip", op("Sub", "c_one", op("Slice", classic_p, "c_i0", "c_i1", "c_i1")),
+             helper.make_node("Add", ["c_kept", "c_put"], ["c_classic"])]
+    r_c = op("Clip", op("Sub", "c_one", op("Slice", "c_probs", "c_i0", "c_i1", "c_i1")),
              "c_zero", "c_one")
+    nothing = op("Mul", r_c, "c_zero")
+    not_ect = op("Clip", col("ecn_not_ect"), "c_zero", "c_one")
+    as_drops = op("Concat", op("Sub", "c_one", r_c), r_c, nothing, axis=1)
+    classic = op("Add", op("Mul", op("Sub", "c_one", not_ect), "c_probs"),
+                 op("Mul", not_ect, as_drops))
     floor = op("Cast", op("GreaterOrEqual", op("Add", col("backlog_kbytes_c"),
                                                 col("backlog_kbytes_l")), "c_floor_kb"), to=1)
     p_c = op("Mul", floor, op("Clip", col("prob_c"), "c_zero", "c_one"))
@@ -386,9 +393,9 @@ def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
     mark = op("Mul", floor, op("Clip", op("Div", op("Sub", q_l, own),
                                           op("Max", op("Sub", "c_one", own), "c_eps")),
                                "c_zero", "c_one"))
-    coupled = op("Concat", op("Sub", "c_one", mark), op("Mul", mark, "c_zero"), mark, axis=1)
+    coupled = op("Concat", op("Sub", "c_one", mark), nothing, mark, axis=1)
     is_l = op("Clip", col("queue_l"), "c_zero", "c_one")
-    mixed = op("Add", op("Mul", op("Sub", "c_one", is_l), own_p), op("Mul", is_l, coupled))
+    mixed = op("Add", op("Mul", op("Sub", "c_one", is_l), classic), op("Mul", is_l, coupled))
     nodes.append(helper.make_node("Identity", [mixed], [y]))
     old = list(g.node)
     del g.node[:]
