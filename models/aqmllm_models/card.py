@@ -54,7 +54,9 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         "# AQM-LLM default model",
         "",
-        "The student network that aqmllmd serves by default: 21 features in (the daemon's",
+        ("The student network that aqmllmd serves by default: 21 features in (the daemon's"
+         if pipe.installed else "The student network `make model` made (aqmllmd's packaged "
+         "default once one passes the promotion gate below): 21 features in (the daemon's"),
         "feature pipeline), a distribution over enqueue, drop and mark out, normalisation in",
         "the graph. It was distilled from an AQM-LLM teacher (a pretrained LLM with LoRA,",
         "trained by return-conditioned offline RL on the recordings below), then refined by",
