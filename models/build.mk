@@ -3,8 +3,8 @@
 # closed loop on the held-out scenarios, write models/default/ and its card,
 # and make it aqmllmd's packaged default. Stages already done in build/model
 # are skipped (the teacher resumes from its checkpoint); MODEL_FRESH=1 starts over.
-# About 25 minutes from scratch on a 2-core machine: 14 up to the closed loop,
-# 10 for the closed loop on twenty seeds (models/README.md). Run it alone: a
+# About 25-35 minutes from scratch on a 2-core machine: 14-20 up to the closed
+# loop, 10-15 for the closed loop on twenty seeds (models/README.md). Run it alone: a
 # loaded host makes verdicts time out, and the gate then refuses to judge.
 
 .PHONY: model model-ready
