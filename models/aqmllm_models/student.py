@@ -54,6 +54,16 @@ FLOOR_KBYTES = 3.0
 _COL = {name: i for i, name in enumerate(features.FEATURE_NAMES)}
 
 
+def _col(x: torch.Tensor, name: str) -> torch.Tensor:
+    return x[:, _COL[name]:_COL[name] + 1]
+
+
+def _floor(x: torch.Tensor) -> torch.Tensor:
+    """1 where the backlog reaches the 2 MTU that DualPI2's PI-driven parts wait for."""
+    return ((_col(x, "backlog_kbytes_c") + _col(x, "backlog_kbytes_l"))
+            >= FLOOR_KBYTES).float()
+
+
 def dualpi2_prior(x: torch.Tensor, step_ms: float = 1.0) -> torch.Tensor:
     """DualPI2's probability of (enqueue, drop, mark) for each state, from its features.
 
@@ -62,9 +72,9 @@ def dualpi2_prior(x: torch.Tensor, step_ms: float = 1.0) -> torch.Tensor:
     overload) or marked with p_C; an L4S packet is marked with p_CL, and always once its
     wait reaches the step threshold. Both PI-driven parts need 2 MTU of backlog."""
     def col(name: str) -> torch.Tensor:
-        return x[:, _COL[name]:_COL[name] + 1]
+        return _col(x, name)
 
-    floor = ((col("backlog_kbytes_c") + col("backlog_kbytes_l")) >= FLOOR_KBYTES).float()
+    floor = _floor(x)
     step = (col("expected_wait_ms") >= step_ms).float()
     overload = (col("prob_cl") >= 1.0).float()
     prob_c, prob_cl = col("prob_c").clamp(0, 1), col("prob_cl").clamp(0, 1)
@@ -142,12 +152,12 @@ class Student(nn.Module):
             return torch.softmax(self(x), dim=-1)
         p_c = torch.softmax(self(as_classic(x)), dim=-1)
         r_c = 1 - p_c[:, :1]
-        not_ect = x[:, _COL["ecn_not_ect"]:_COL["ecn_not_ect"] + 1].clamp(0, 1)
+        not_ect = _col(x, "ecn_not_ect").clamp(0, 1)
         nothing = torch.zeros_like(r_c)
         classic = (1 - not_ect) * p_c + not_ect * torch.cat([1 - r_c, r_c, nothing], dim=1)
         mark = coupled_l_mark(x, r_c)
         coupled = torch.cat([1 - mark, nothing, mark], dim=1)
-        is_l = x[:, _COL["queue_l"]:_COL["queue_l"] + 1].clamp(0, 1)
+        is_l = _col(x, "queue_l").clamp(0, 1)
         return (1 - is_l) * classic + is_l * coupled
 
     def config(self) -> dict:
@@ -156,12 +166,16 @@ class Student(nn.Module):
                 "queues": self.queues}
 
 
+#: The features `as_classic` sets, and to what; the rest stay.
+_CLASSIC_VIEW = (("queue_l", 0.0), ("ecn_not_ect", 0.0), ("ecn_ect1", 0.0),
+                 ("ecn_ect0", 1.0), ("ecn_ce", 0.0))
+
+
 def as_classic(x: torch.Tensor) -> torch.Tensor:
     """The same states as seen by an ECT(0) classic packet: queue_l and the ECN one-hot
     changed, the queues' figures as they are."""
     c = x.clone()
-    for name, value in (("queue_l", 0.0), ("ecn_not_ect", 0.0), ("ecn_ect1", 0.0),
-                        ("ecn_ect0", 1.0), ("ecn_ce", 0.0)):
+    for name, value in _CLASSIC_VIEW:
         c[:, _COL[name]] = value
     return c
 
@@ -174,13 +188,10 @@ def coupled_l_mark(x: torch.Tensor, r_c: torch.Tensor) -> torch.Tensor:
     coupling's square root would turn a stray classic residual into many L4S marks.
     DualPI2's step and its own p_CL still act at dequeue, so only the excess over p_CL
     is marked (independently again)."""
-    def col(name: str) -> torch.Tensor:
-        return x[:, _COL[name]:_COL[name] + 1]
-
-    floor = ((col("backlog_kbytes_c") + col("backlog_kbytes_l")) >= FLOOR_KBYTES).float()
-    q_c = 1 - (1 - floor * col("prob_c").clamp(0, 1)) * (1 - r_c.clamp(0, 1))
+    floor = _floor(x)
+    q_c = 1 - (1 - floor * _col(x, "prob_c").clamp(0, 1)) * (1 - r_c.clamp(0, 1))
     q_l = (COUPLING * torch.sqrt(q_c)).clamp(max=1.0)
-    own = floor * col("prob_cl").clamp(0, 1)
+    own = floor * _col(x, "prob_cl").clamp(0, 1)
     return floor * ((q_l - own) / (1 - own).clamp(min=PRIOR_EPS)).clamp(0, 1)
 
 
@@ -217,7 +228,7 @@ def targets(student: Student, x: np.ndarray, teacher_p: np.ndarray) -> np.ndarra
     if student.guard != "dualpi2":
         return target
     add = residual(target, dualpi2_prior(xt, student.step_ms).numpy())
-    if student.queues != "both":  # coupled: L4S packets follow the classic residual
+    if student.queues != "both":  # coupled: the L4S decision is computed from it
         add[xt[:, _COL["queue_l"]].numpy() >= 0.5] = (1.0, 0.0, 0.0)
     return add
 
@@ -357,9 +368,8 @@ def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
         node.output[:] = ["c_probs" if o == y else o for o in node.output]
     n = len(features.FEATURE_NAMES)
     keep, put = np.ones(n, np.float32), np.zeros(n, np.float32)
-    for name in ("queue_l", "ecn_not_ect", "ecn_ect1", "ecn_ect0", "ecn_ce"):
-        keep[_COL[name]] = 0.0
-    put[_COL["ecn_ect0"]] = 1.0
+    for name, value in _CLASSIC_VIEW:  # x * keep + put is as_classic(x)
+        keep[_COL[name]], put[_COL[name]] = 0.0, value
     consts = {"c_keep": keep, "c_put": put, "c_one": np.float32(1.0),
               "c_zero": np.float32(0.0), "c_k": np.float32(COUPLING),
               "c_floor_kb": np.float32(FLOOR_KBYTES), "c_eps": np.float32(PRIOR_EPS),
