@@ -40,6 +40,8 @@ def reference(states: np.ndarray) -> np.ndarray:
         kb = [int(r["backlog_bytes"][q]) / 1e3 for q in (0, 1)]
         prev = trend[-features.HISTORY_LEN:]
         hist = [sum(t[i] for t in prev) / len(prev) if prev else 0.0 for i in range(4)]
+        classic = [t for t in prev if not t[3]]
+        not_ect_share = (sum(t[4] for t in classic) / len(classic)) if classic else 0.0
         rows.append([
             float(r["queue"] == 1), *(float(r["ecn"] == k) for k in range(4)),
             float(r["len"]), float(r["backlog_pkts"][0]), float(r["backlog_pkts"][1]),
@@ -48,8 +50,9 @@ def reference(states: np.ndarray) -> np.ndarray:
             int(r["prob_cl"]) / PROB_ONE,
             int(r["rate_bps"]) * 8 / 1e6,
             max(int(r["deadline_ns"]) - int(r["ts_ns"]), 0) / 1e6,
-            *hist])
-        trend.append((soj[0], soj[1], kb[0] + kb[1], float(r["queue"] == 1)))
+            *hist, not_ect_share])
+        trend.append((soj[0], soj[1], kb[0] + kb[1], float(r["queue"] == 1),
+                      float(r["ecn"] == 0)))
     return np.array(rows, np.float32).reshape(len(states), features.N_FEATURES)
 
 
@@ -83,6 +86,22 @@ def test_refuses_what_is_not_state_records() -> None:
         features.compute(np.zeros(3, [("seq", "u8")]))
     with pytest.raises(TypeError, match="structured"):
         features.compute(np.zeros((3, 20), np.uint32))
+
+
+def test_classic_not_ect_share() -> None:
+    """The share of Not-ECT among the classic records of the window, L records aside:
+    what tells an L4S packet whether the classic flows beside it can take marks."""
+    s = np.zeros(40, STATE_DTYPE)
+    s["queue"] = [1, 0] * 20  # L and classic in turn
+    s["ecn"] = [1, 0, 1, 2] * 10  # classic: Not-ECT, ECT(0), Not-ECT, ...
+    x = features.compute(s)
+    col = features.FEATURE_NAMES.index("hist_c_not_ect_share")
+    assert x[0, col] == 0.0  # no history
+    assert x[1, col] == 0.0  # only an L record before it
+    assert x[2, col] == 1.0  # one classic record before it, Not-ECT
+    np.testing.assert_allclose(x[20:, col], 0.5)
+    s["queue"] = 1
+    assert not features.compute(s)[:, col].any()  # no classic records: 0
 
 
 def test_empty_batch() -> None:

@@ -28,6 +28,7 @@ def branch_states(n: int = 3000, seed: int = 0) -> np.ndarray:
     x[:, COL["prob_c"]] = rng.uniform(0, 0.3, n)
     x[:, COL["prob_cl"]] = rng.choice([0.1, 0.5, 1.0], n)
     x[:, COL["expected_wait_ms"]] = rng.choice([0, 0.5, 1.0, 2, 50], n)
+    x[:, COL["hist_c_not_ect_share"]] = rng.choice([0.0, 0.5, 1.0], n)
     return x
 
 
@@ -230,11 +231,19 @@ def test_the_coupled_l4s_mark_follows_dualpi2s_coupling_of_the_classic_signal() 
     assert np.allclose(total[above], np.minimum(1, COUPLING * np.sqrt(q_c[above])), atol=1e-5)
 
 
-def test_a_coupled_student_gives_one_classic_signal_and_its_coupling_and_exports(
+def test_a_coupled_student_couples_what_the_classic_packets_receive_and_exports(
         tmp_path: Path) -> None:
     import torch
 
-    from aqmllm_models.student import Student, as_classic, coupled_l_mark, distill, export, targets
+    from aqmllm_models.student import (
+        Student,
+        as_classic,
+        classic_signal,
+        coupled_l_mark,
+        distill,
+        export,
+        targets,
+    )
     from aqmllmd.model import load as load_for_serving
 
     x = branch_states()
@@ -245,24 +254,36 @@ def test_a_coupled_student_gives_one_classic_signal_and_its_coupling_and_exports
     assert np.allclose(targets(student, x, teacher), targets(classic, x, teacher))
     distill(student, x, teacher, epochs=2)
     is_l = x[:, COL["queue_l"]] >= 0.5
+    share = x[:, COL["hist_c_not_ect_share"]]
     with torch.no_grad():
         xt = torch.from_numpy(x)
         p = student.decide(xt).numpy()
         ect0 = torch.softmax(student(as_classic(xt)), -1).numpy()
-        want = coupled_l_mark(xt, torch.from_numpy(1 - ect0[:, :1])).numpy()[:, 0]
+        not_ect_view = torch.softmax(student(as_classic(xt, "ecn_not_ect")), -1).numpy()
+        r_ect, r_not = 1 - ect0[:, :1], 1 - not_ect_view[:, :1]
+        want = coupled_l_mark(xt, classic_signal(
+            xt, torch.from_numpy(r_ect), torch.from_numpy(r_not))).numpy()[:, 0]
+        alone = [coupled_l_mark(xt, torch.from_numpy(r)).numpy()[:, 0] for r in (r_ect, r_not)]
     assert np.allclose(p.sum(1), 1, atol=1e-6)
-    # One classic signal: ECN-capable classic packets take the network's decision for
-    # an ECT(0) packet, Not-ECT ones the same signal as drops.
+    # Classic packets take the network's decision for their own kind: ECN-capable ones
+    # that for an ECT(0) packet, Not-ECT ones that for a Not-ECT packet, as drops.
     not_ect = x[:, COL["ecn_not_ect"]] == 1
     assert (~is_l & ~not_ect).any() and (~is_l & not_ect).any()
     assert np.allclose(p[~is_l & ~not_ect], ect0[~is_l & ~not_ect], atol=1e-6)
-    assert np.allclose(p[~is_l & not_ect, 1], 1 - ect0[~is_l & not_ect, 0], atol=1e-6)
+    assert np.allclose(p[~is_l & not_ect, 1], r_not[~is_l & not_ect, 0], atol=1e-6)
     assert np.all(p[~is_l & not_ect, 2] == 0)
     assert np.all(p[is_l, 1] == 0)  # L4S packets are never dropped by it
+    # L4S packets: the coupling of what the classic packets beside them receive, the
+    # ECT(0) signal where they are all ECN-capable, the Not-ECT one where none is.
     assert np.allclose(p[is_l, 2], want[is_l], atol=1e-6)
+    for value, expected in ((0.0, alone[0]), (1.0, alone[1])):
+        rows = is_l & (share == value)
+        assert rows.any() and np.allclose(p[rows, 2], expected[rows], atol=1e-6)
     assert (p[is_l, 2] > 0).any() and (p[is_l, 2] == 0).any()
     r = export(student, tmp_path / "m.onnx", "test", np.concatenate([x, x * 4]))
     assert r["max_abs_diff"] < 1e-4
     served = load_for_serving(tmp_path / "m.onnx")
     assert served.verdict_guard == "dualpi2"
-    assert np.abs(served.run(x[:1]) - p[:1]).max() < 1e-4  # a batch of one, too
+    for rows in (x[:1], x[1:4]):  # a batch of one, and a small one, too
+        want_rows = student.decide(torch.from_numpy(rows)).detach().numpy()
+        assert np.abs(served.run(rows) - want_rows).max() < 1e-4

@@ -33,15 +33,19 @@ FEATURE_NAMES: tuple[str, ...] = (
     "hist_sojourn_ms_c", "hist_sojourn_ms_l",  # mean over the previous HISTORY_LEN records
     "hist_backlog_kbytes",
     "hist_l_share",  # share of L packets among them
+    "hist_c_not_ect_share",  # share of Not-ECT packets among their classic ones (0: none)
 )
 N_FEATURES = len(FEATURE_NAMES)
+#: Per record, the values the history features sum: sojourn C, sojourn L, kB, L, classic,
+#: classic Not-ECT.
+_TREND = 6
 
 
 @dataclass
 class History:
     """The last HISTORY_LEN records' trend values, carried from batch to batch."""
 
-    tail: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float64))
+    tail: np.ndarray = field(default_factory=lambda: np.zeros((0, _TREND), np.float64))
 
 
 # How compute() reads a batch in few numpy operations (each costs about a microsecond
@@ -76,7 +80,7 @@ _QE_TABLE = np.zeros((1 << 16, 5), np.float32)
 _QE_TABLE[:, 0] = _qe[:, 0] == 1
 _QE_TABLE[:, 1:5] = _qe[:, 1:2] == np.arange(4)  # Not-ECT, ECT(1), ECT(0), CE
 del _qe
-_NO_TAIL = np.zeros((0, 4))
+_NO_TAIL = np.zeros((0, _TREND))
 _WORDS32 = STATE_DTYPE.itemsize // 4
 
 
@@ -113,24 +117,30 @@ def compute(states: np.ndarray, history: History | None = None) -> np.ndarray:
     out[:, 15] = rate * (8 / 1e6)
     out[:, 16] = np.maximum(deadline.view(np.int64) - ts.view(np.int64), 0) / 1e6
 
-    # History: mean of the HISTORY_LEN records before each one, across batches, from a
-    # running sum over [the previous tail; this batch] of (sojourn C, sojourn L, kB, L).
+    # History over the HISTORY_LEN records before each one, across batches, from a
+    # running sum over [the previous tail; this batch] of the _TREND values: means of the
+    # first four, and the classic records' Not-ECT share.
     tail = history.tail if history is not None else _NO_TAIL
     k = len(tail)
-    full = np.empty((k + n, 4))
+    full = np.empty((k + n, _TREND))
     full[:k] = tail
     full[k:, 0:2] = block[:, _SOJ]
     full[k:, 2] = block[:, _KB].sum(axis=1)
     full[k:, 3] = qe[:, 0]
-    csum = np.empty((k + n + 1, 4))
+    full[k:, 4] = 1.0 - qe[:, 0]
+    full[k:, 5] = full[k:, 4] * qe[:, 1]
+    csum = np.empty((k + n + 1, _TREND))
     csum[0] = 0
     np.cumsum(full, axis=0, out=csum[1:])
     if k == HISTORY_LEN:  # steady state: every record has a full window
-        out[:, 17:21] = (csum[k:k + n] - csum[:n]) / HISTORY_LEN
+        window = csum[k:k + n] - csum[:n]
+        out[:, 17:21] = window[:, :4] / HISTORY_LEN
     else:
         end = np.arange(k, k + n)
         start = np.maximum(end - HISTORY_LEN, 0)
-        out[:, 17:21] = (csum[end] - csum[start]) / np.maximum(end - start, 1)[:, None]
+        window = csum[end] - csum[start]
+        out[:, 17:21] = window[:, :4] / np.maximum(end - start, 1)[:, None]
+    out[:, 21] = window[:, 5] / np.maximum(window[:, 4], 1.0)
     if history is not None:
         history.tail = full[-HISTORY_LEN:].copy()
     return out

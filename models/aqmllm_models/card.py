@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aqmllmd import features
+
 from .closed_loop import markdown_table, paired_table
 
 
@@ -54,9 +56,10 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         "# AQM-LLM default model",
         "",
-        ("The student network that aqmllmd serves by default: 21 features in (the daemon's"
-         if pipe.installed else "The student network `make model` made (aqmllmd's packaged "
-         "default once one passes the promotion gate below): 21 features in (the daemon's"),
+        (f"The student network that aqmllmd serves by default: {features.N_FEATURES} "
+         "features in (the daemon's" if pipe.installed else "The student network `make model` "
+         "made (aqmllmd's packaged default once one passes the promotion gate below): "
+         f"{features.N_FEATURES} features in (the daemon's"),
         "feature pipeline), a distribution over enqueue, drop and mark out, normalisation in",
         "the graph. It was distilled from an AQM-LLM teacher (a pretrained LLM with LoRA,",
         "trained by return-conditioned offline RL on the recordings below), then refined by",
@@ -117,9 +120,10 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         " under it.",
         *(["- It decides classic packets alone beyond the guard: the L4S queue is DualPI2's."]
           if student.get("queues") == "classic" else []),
-        *(["- One classic signal per state: its decision for an ECT(0) classic packet, taken"
-           " as drops by Not-ECT packets, and coupled into the L4S queue as DualPI2 couples"
-           " p_C (k·√q_C beyond DualPI2's own p_CL, nothing below the 2 MTU floor)."]
+        *(["- Classic packets take its decision for their kind (Not-ECT: as drops); the"
+           " L4S queue gets the coupling of what the classic packets beside it receive, its"
+           " ECT(0) and Not-ECT decisions mixed by their recent Not-ECT share, as DualPI2"
+           " couples p_C (k·√q_C beyond DualPI2's own p_CL, nothing below the 2 MTU floor)."]
           if student.get("queues") == "coupled" else []),
         *([f"- DAgger round {r['round']} on {r['scenario']}: {r['visited']:,} states visited,"
            f" {r['labelled']:,} labelled; utilisation {r['utilisation']:.3f}, L p99 "

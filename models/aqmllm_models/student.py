@@ -18,11 +18,13 @@ stricter. The student then learns the *residual*: the decisions the target takes
 DualPI2's, so that the two together take the target's (see `residual`). With
 `queues="classic"` it adds to classic packets only and leaves the L4S queue to DualPI2
 alone, whose step marking already acts within a millisecond (models/README.md). With
-`queues="coupled"` it learns as with "classic", and serves one classic signal per state:
-its decision for an ECT(0) classic packet, taken as drops by Not-ECT packets, and in the
-L4S queue the mark DualPI2's coupling gives that signal (see `coupled_l_mark`): extra
-classic marks are matched in the L4S queue, whatever the classic flows' ECN, so the two
-kinds of flow keep DualPI2's balance.
+`queues="coupled"` it learns as with "classic"; classic packets take its decision (as
+drops if they are Not-ECT), and L4S packets the mark DualPI2's coupling gives the signal
+the classic packets beside them receive (see `coupled_l_mark`): its decisions for an
+ECT(0) and a Not-ECT classic packet, mixed by the recent classic packets' Not-ECT share
+(`hist_c_not_ect_share`). Extra classic marks are matched in the L4S queue, and only as
+far as the classic flows really get them, so the two kinds of flow keep DualPI2's
+balance.
 `export` checks the file with the daemon's validator and against torch on held-out states.
 """
 
@@ -144,18 +146,19 @@ class Student(nn.Module):
 
     def decide(self, x: torch.Tensor) -> torch.Tensor:
         """The distribution the exported model serves: softmax(forward), or with
-        queues="coupled" one classic signal for every packet in the state: the network's
-        decision for an ECT(0) classic packet (`as_classic`), taken as is by ECN-capable
-        classic packets, as drops by Not-ECT ones, and coupled into L4S marks
-        (`coupled_l_mark`)."""
+        queues="coupled" the network's decision for the state seen as a classic packet of
+        its own kind, ECN-capable (`as_classic`) or Not-ECT (its signal taken as drops),
+        and for L4S packets `coupled_l_mark` of the classic signal expected beside them
+        (`classic_signal`)."""
         if self.queues != "coupled":
             return torch.softmax(self(x), dim=-1)
-        p_c = torch.softmax(self(as_classic(x)), dim=-1)
-        r_c = 1 - p_c[:, :1]
+        p_ect = torch.softmax(self(as_classic(x)), dim=-1)
+        r_ect = 1 - p_ect[:, :1]
+        r_not = 1 - torch.softmax(self(as_classic(x, "ecn_not_ect")), dim=-1)[:, :1]
         not_ect = _col(x, "ecn_not_ect").clamp(0, 1)
-        nothing = torch.zeros_like(r_c)
-        classic = (1 - not_ect) * p_c + not_ect * torch.cat([1 - r_c, r_c, nothing], dim=1)
-        mark = coupled_l_mark(x, r_c)
+        nothing = torch.zeros_like(r_not)
+        classic = (1 - not_ect) * p_ect + not_ect * torch.cat([1 - r_not, r_not, nothing], 1)
+        mark = coupled_l_mark(x, classic_signal(x, r_ect, r_not))
         coupled = torch.cat([1 - mark, nothing, mark], dim=1)
         is_l = _col(x, "queue_l").clamp(0, 1)
         return (1 - is_l) * classic + is_l * coupled
@@ -166,18 +169,32 @@ class Student(nn.Module):
                 "queues": self.queues}
 
 
-#: The features `as_classic` sets, and to what; the rest stay.
-_CLASSIC_VIEW = (("queue_l", 0.0), ("ecn_not_ect", 0.0), ("ecn_ect1", 0.0),
-                 ("ecn_ect0", 1.0), ("ecn_ce", 0.0))
+#: The ECN codepoints' one-hot features.
+_ECN = ("ecn_not_ect", "ecn_ect1", "ecn_ect0", "ecn_ce")
 
 
-def as_classic(x: torch.Tensor) -> torch.Tensor:
-    """The same states as seen by an ECT(0) classic packet: queue_l and the ECN one-hot
-    changed, the queues' figures as they are."""
+def _classic_view(ecn: str) -> tuple[tuple[str, float], ...]:
+    """The features `as_classic` sets, and to what; the rest stay."""
+    return (("queue_l", 0.0), *((e, float(e == ecn)) for e in _ECN))
+
+
+def as_classic(x: torch.Tensor, ecn: str = "ecn_ect0") -> torch.Tensor:
+    """The same states as seen by a classic packet with codepoint `ecn` (ECT(0) by
+    default): queue_l and the ECN one-hot changed, the queues' figures as they are."""
     c = x.clone()
-    for name, value in _CLASSIC_VIEW:
+    for name, value in _classic_view(ecn):
         c[:, _COL[name]] = value
     return c
+
+
+def classic_signal(x: torch.Tensor, r_ect: torch.Tensor, r_not: torch.Tensor) -> torch.Tensor:
+    """The residual the classic packets beside a state receive: `r_ect` for an ECN-capable
+    one, `r_not` for a Not-ECT one, mixed by the recent classic packets' Not-ECT share.
+    Coupling the ECT(0) signal alone into the L4S queue where the classic flow is Not-ECT
+    and gets (almost) nothing slowed DCTCP and lengthened that CUBIC's tail
+    (models/README.md, seventh session)."""
+    share = _col(x, "hist_c_not_ect_share").clamp(0, 1)
+    return (1 - share) * r_ect + share * r_not
 
 
 def coupled_l_mark(x: torch.Tensor, r_c: torch.Tensor) -> torch.Tensor:
@@ -358,42 +375,57 @@ def student_graph(student: Student, description: str):  # noqa: ANN201 (onnx.Mod
 
 def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
     """Rewire a student's graph as `Student.decide` with queues="coupled": the network
-    reads the batch as ECT(0) classic packets (`as_classic`); Not-ECT classic rows take
-    its signal as drops and L4S rows its `coupled_l_mark`."""
+    reads the batch twice in one run, as ECT(0) and as Not-ECT classic packets
+    (`as_classic`); classic rows take their kind's decision (Not-ECT: its signal as
+    drops), L4S rows the `coupled_l_mark` of `classic_signal`."""
     from onnx import helper, numpy_helper
 
     x, y = contract.INPUT_NAME, contract.OUTPUT_NAME
-    for node in g.node:  # the network reads the classic view and writes p_c
-        node.input[:] = ["c_classic" if i == x else i for i in node.input]
+    for node in g.node:  # the network reads both classic views and writes their probs
+        node.input[:] = ["c_views" if i == x else i for i in node.input]
         node.output[:] = ["c_probs" if o == y else o for o in node.output]
     n = len(features.FEATURE_NAMES)
-    keep, put = np.ones(n, np.float32), np.zeros(n, np.float32)
-    for name, value in _CLASSIC_VIEW:  # x * keep + put is as_classic(x)
-        keep[_COL[name]], put[_COL[name]] = 0.0, value
-    consts = {"c_keep": keep, "c_put": put, "c_one": np.float32(1.0),
-              "c_zero": np.float32(0.0), "c_k": np.float32(COUPLING),
-              "c_floor_kb": np.float32(FLOOR_KBYTES), "c_eps": np.float32(PRIOR_EPS),
-              "c_i0": np.array([0], np.int64), "c_i1": np.array([1], np.int64)}
-    nodes: list = []
+    consts = {"c_one": np.float32(1.0), "c_zero": np.float32(0.0),
+              "c_k": np.float32(COUPLING), "c_floor_kb": np.float32(FLOOR_KBYTES),
+              "c_eps": np.float32(PRIOR_EPS), "c_i0": np.array([0], np.int64),
+              "c_i1": np.array([1], np.int64), "c_end": np.array([2 ** 62], np.int64)}
+    for ecn in ("ecn_ect0", "ecn_not_ect"):  # x * keep + put is as_classic(x, ecn)
+        keep, put = np.ones(n, np.float32), np.zeros(n, np.float32)
+        for name, value in _classic_view(ecn):
+            keep[_COL[name]], put[_COL[name]] = 0.0, value
+        consts[f"c_keep_{ecn}"], consts[f"c_put_{ecn}"] = keep, put
+    first: list = []  # before the network
+    nodes: list = []  # after it
+    made = iter(range(1 << 30))
 
-    def op(kind: str, *inputs: str, **attrs: object) -> str:
-        out = f"c{len(nodes)}"
-        nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+    def op(kind: str, *inputs: str, into: list = nodes, **attrs: object) -> str:
+        out = f"c{next(made)}"
+        into.append(helper.make_node(kind, list(inputs), [out], **attrs))
         return out
 
     def col(name: str) -> str:
         consts[f"c_col_{name}"] = np.array([_COL[name]], np.int64)
         return op("Gather", x, f"c_col_{name}", axis=1)
 
-    first = [helper.make_node("Mul", [x, "c_keep"], ["c_kept"]),
-             helper.make_node("Add", ["c_kept", "c_put"], ["c_classic"])]
-    r_c = op("Clip", op("Sub", "c_one", op("Slice", "c_probs", "c_i0", "c_i1", "c_i1")),
-             "c_zero", "c_one")
-    nothing = op("Mul", r_c, "c_zero")
+    views = [op("Add", op("Mul", x, f"c_keep_{ecn}", into=first), f"c_put_{ecn}", into=first)
+             for ecn in ("ecn_ect0", "ecn_not_ect")]
+    first.append(helper.make_node("Concat", views, ["c_views"], axis=0))
+    rows = op("Slice", op("Shape", x), "c_i0", "c_i1")  # the batch size, [1]
+    p_ect = op("Slice", "c_probs", "c_i0", rows, "c_i0")  # rows [0, N) and [N, 2N)
+    p_not = op("Slice", "c_probs", rows, "c_end", "c_i0")
+
+    def signal(p: str) -> str:
+        return op("Clip", op("Sub", "c_one", op("Slice", p, "c_i0", "c_i1", "c_i1")),
+                  "c_zero", "c_one")
+
+    r_ect, r_not = signal(p_ect), signal(p_not)
+    nothing = op("Mul", r_not, "c_zero")
     not_ect = op("Clip", col("ecn_not_ect"), "c_zero", "c_one")
-    as_drops = op("Concat", op("Sub", "c_one", r_c), r_c, nothing, axis=1)
-    classic = op("Add", op("Mul", op("Sub", "c_one", not_ect), "c_probs"),
+    as_drops = op("Concat", op("Sub", "c_one", r_not), r_not, nothing, axis=1)
+    classic = op("Add", op("Mul", op("Sub", "c_one", not_ect), p_ect),
                  op("Mul", not_ect, as_drops))
+    share = op("Clip", col("hist_c_not_ect_share"), "c_zero", "c_one")
+    r_c = op("Add", op("Mul", op("Sub", "c_one", share), r_ect), op("Mul", share, r_not))
     floor = op("Cast", op("GreaterOrEqual", op("Add", col("backlog_kbytes_c"),
                                                 col("backlog_kbytes_l")), "c_floor_kb"), to=1)
     p_c = op("Mul", floor, op("Clip", col("prob_c"), "c_zero", "c_one"))

@@ -4,7 +4,7 @@ Until the trained model of models/ exists, aqmllmd ships this one. Its policy is
 honestly and says so in its metadata: the real C core (through aqm_bridge.core.Core and a
 channel region) runs DualPI2 on a synthetic open-loop load whose intensity sweeps from
 light to overload; every packet's state record (at enqueue) is paired with the decision
-DualPI2 took for it (at dequeue); a 21-32-3 network is fitted to those decisions by
+DualPI2 took for it (at dequeue); a 22-32-3 network is fitted to those decisions by
 cross-entropy, so its output approximates DualPI2's probability of each action given
 the state. Normalisation is inside the graph.
 
