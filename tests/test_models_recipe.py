@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from aqmllmd.features import N_FEATURES
+
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft", "ns3")),
     reason="needs the train and sim extras")
@@ -135,7 +137,7 @@ scenarios = ["{scenario}"]
     assert r.exit_code == 0, r.output
     from aqmllmd.model import load
 
-    assert load(out / "model.onnx").run(np.zeros((2, 21), np.float32)).shape == (2, 3)
+    assert load(out / "model.onnx").run(np.zeros((2, N_FEATURES), np.float32)).shape == (2, 3)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense:") and "base_model:" in card
     assert "| tiny | model |" in card and "| tiny | dualpi2 |" in card
