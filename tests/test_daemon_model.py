@@ -38,6 +38,21 @@ def test_the_shipped_default_model_passes_and_runs() -> None:
     assert "not the trained" in model.description.lower()
 
 
+def test_the_default_model_ignores_what_dualpi2_does_not_read() -> None:
+    """Its synthetic training load mixes Not-ECT and ECT(0) classic packets at random;
+    real classic flows give a Not-ECT share of 0 or 1, and a fit that read it once kept
+    a link 22 % busy. The builder leaves it out: the share cannot move a decision."""
+    from aqmllmd.default_model.build import NOT_FITTED
+
+    model = load(DEFAULT_MODEL)
+    x = np.random.default_rng(4).uniform(0, 20, (256, N)).astype(np.float32)
+    want = model.run(x)
+    for name in NOT_FITTED:
+        for value in (0.0, 0.4, 1.0):
+            x[:, features.FEATURE_NAMES.index(name)] = value
+            np.testing.assert_array_equal(model.run(x), want)
+
+
 def test_a_fresh_export_passes(tmp_path: Path) -> None:
     assert load(save(to_onnx(good_params(), "test"), tmp_path / "m.onnx")).version
 
