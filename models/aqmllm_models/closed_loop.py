@@ -49,6 +49,13 @@ def _baseline(job: tuple[Path, str, int, Path]) -> dict[str, Any]:
     return summarise(run(sc, policy, out, plots=False), seed)
 
 
+#: Times a model run whose verdicts timed out is run again. Simulated time waits for
+#: each verdict, so a run without a time out gives the same figures every time; one
+#: with a time out depends on the host's load at that moment (3-9 of 80 runs on the
+#: 2-core VM with nothing else running), and the gate refuses to judge it.
+TIMEOUT_RETRIES = 2
+
+
 def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str],
                          seeds: list[int], out: Path, jobs: int = 2,
                          verdict_guard: str | None = None) -> list[dict[str, Any]]:
@@ -85,8 +92,12 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
         sc = dataclasses.replace(load(path), seed=seed)
         if verdict_guard is not None:
             sc = dataclasses.replace(sc, verdict_guard=verdict_guard)
-        r = run(sc, "llm", out / names[path] / f"llm-{seed}", model=str(model), plots=False)
-        rows.append(summarise(r, seed))
+        for _ in range(1 + TIMEOUT_RETRIES):
+            r = summarise(run(sc, "llm", out / names[path] / f"llm-{seed}", model=str(model),
+                              plots=False), seed)
+            if not r["verdict_timeouts"]:
+                break
+        rows.append(r)
     results = {"model": str(model), "verdict_guard": verdict_guard, "rows": rows}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     paired = paired_table(rows) if "dualpi2" in baselines else ""
@@ -94,7 +105,8 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
     (out / "table.md").write_text(markdown_table(rows) + "\n" + (
         f"\nSeed by seed against DualPI2:\n\n{paired}\n" if paired else "") + (
         f"\n{late} of {len(seeds) * len(scenarios)} model runs had a verdict time out "
-        "(a loaded host): not reproducible.\n" if late else ""))
+        f"(a loaded host), each run {1 + TIMEOUT_RETRIES} times: not reproducible.\n"
+        if late else ""))
     _figures(rows, out, {names[p]: out / names[p] for p in scenarios},
              [*baselines, "llm"], seeds[0])
     return rows
