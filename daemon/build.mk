@@ -1,7 +1,8 @@
-# aqmllmd: nothing to compile. The packaged default model must not be writable by
-# group or others or aqmllmd refuses it, as it would any model; a checkout under
-# umask 002 leaves it group-writable, so every build puts its mode right.
-DAEMON_DEFAULT_MODEL := daemon/aqmllmd/default_model/default.onnx
+# aqmllmd: nothing to compile. The packaged models must not be writable by group or
+# others or aqmllmd refuses them, as it would any model; a checkout under umask 002
+# leaves them group-writable, so every build puts their mode right.
+DAEMON_DEFAULT_MODEL := daemon/aqmllmd/default_model/default.onnx \
+	daemon/aqmllmd/default_model/interim.onnx
 
 .PHONY: daemon-model-mode
 daemon-model-mode:

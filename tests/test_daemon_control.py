@@ -13,7 +13,7 @@ import pytest
 from aqmllmd.config import ConfigError, load
 from aqmllmd.control import ControlPlane
 from aqmllmd.ctl import Client
-from aqmllmd.default_model import DEFAULT_MODEL
+from aqmllmd.default_model import INTERIM_MODEL
 from aqmllmd.metrics import Metrics
 from aqmllmd.model import load as load_model
 from aqmllmd.server import Server
@@ -23,7 +23,7 @@ from aqmllmd.server import Server
 def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, Client, Server]]:
     endpoint = f"ipc://{tmp_path}/ctl.sock"
     cfg = load(None, {"channel": str(tmp_path / "none"), "control": endpoint, "metrics": ""})
-    server = Server(cfg, load_model(DEFAULT_MODEL), Metrics(lambda: None))
+    server = Server(cfg, load_model(INTERIM_MODEL), Metrics(lambda: None))
     cp = ControlPlane(server, endpoint)
     cp.start()
     client = Client(endpoint, timeout_ms=3000)
@@ -75,7 +75,7 @@ def test_set_model_validates_then_swaps_and_rolls_back(plane, tmp_path: Path) ->
     reply = client.raw(pack({"cmd": "set_model", "args": {"path": str(bad)}}))
     assert not reply["ok"] and "not a readable ONNX model" in reply["error"]
     assert server.slot.take_pending() is None  # the running model is untouched
-    r = client.call("set_model", path=str(DEFAULT_MODEL))
+    r = client.call("set_model", path=str(INTERIM_MODEL))
     assert r == {"old": "interim-dualpi2-fit-1", "new": "interim-dualpi2-fit-1"}
     assert server.slot.take_pending() is not None
     assert server.slot.previous is not None
@@ -140,7 +140,7 @@ def test_aqmllmctl_commands(plane) -> None:  # noqa: ANN001
     assert r.exit_code == 0 and '"version": "interim-dualpi2-fit-1"' in r.output
     r = run(cli, ["-e", cp.endpoint, "stats", "--json"])
     assert r.exit_code == 0 and "aqmllm_states_total" in r.output
-    r = run(cli, ["-e", cp.endpoint, "set-model", str(DEFAULT_MODEL)])
+    r = run(cli, ["-e", cp.endpoint, "set-model", str(INTERIM_MODEL)])
     assert r.exit_code == 0 and "->" in r.output
     r = run(cli, ["-e", cp.endpoint, "params", "set", "target_ns=fast"])
     assert r.exit_code != 0 and "NAME=INTEGER" in r.output

@@ -142,23 +142,28 @@ def test_sigterm_stops_cleanly_and_clears_the_consumer_flag(rig: Rig) -> None:
 
 def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
     from aqmllmd.ctl import Client
-    from aqmllmd.default_model import DEFAULT_MODEL
+    from aqmllmd.default_model import DEFAULT_MODEL, INTERIM_MODEL
+    from aqmllmd.model import load
 
+    default = load(DEFAULT_MODEL).version
     rig.start_daemon()
     rig.wait_model_decisions(100)
     client = Client(rig.control, timeout_ms=5000)
     try:
-        assert client.call("reload")["model"] == "interim-dualpi2-fit-1"
+        assert client.call("reload")["model"] == default
+        status = client.call("status")
+        # The trained default is made for the dualpi2 guard and says so.
+        assert status["model"]["verdict_guard"] == "dualpi2" == status["verdict_guard"]
+        assert client.call("set_model", path=str(INTERIM_MODEL))["new"]
         status = client.call("status")
         # The interim model names no guard; the data path runs the core's default.
         assert status["model"]["verdict_guard"] is None and status["verdict_guard"] == "dualpi2"
-        assert client.call("set_model", path=str(DEFAULT_MODEL))["new"]
         before = rig.counters()["decisions_model"]
         rig.wait_model_decisions(before + 200)  # serving went on through both swaps
         assert rig.daemon is not None
         rig.daemon.send_signal(signal.SIGHUP)
         rig.wait_model_decisions(before + 400)
-        assert client.call("status")["previous_model"] == "interim-dualpi2-fit-1"
+        assert client.call("status")["previous_model"] == default
     finally:
         client.close()
     every_packet_decided(rig.finish())
@@ -254,6 +259,8 @@ def test_hostile_models_and_requests_on_a_live_daemon(rig: Rig, tmp_path: Path) 
     import msgpack
 
     from aqmllmd.ctl import Client
+    from aqmllmd.default_model import DEFAULT_MODEL
+    from aqmllmd.model import load
 
     models = hostile_models(tmp_path)
     rig.start_daemon()
@@ -267,7 +274,7 @@ def test_hostile_models_and_requests_on_a_live_daemon(rig: Rig, tmp_path: Path) 
                       msgpack.packb({"cmd": "x", "args": {"y": "z" * 100_000}})):
             assert not client.raw(frame)["ok"]
         status = client.call("status")
-        assert status["model"]["version"] == "interim-dualpi2-fit-1"
+        assert status["model"]["version"] == load(DEFAULT_MODEL).version
         assert status["previous_model"] is None and status["model_failures"] == 0
         rig.wait_model_decisions(served + 300)  # and it went on serving
     finally:

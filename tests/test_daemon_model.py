@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from aqm_bridge.abi import STATE_DTYPE
 from aqmllmd import contract, features
-from aqmllmd.default_model import DEFAULT_MODEL
+from aqmllmd.default_model import DEFAULT_MODEL, INTERIM_MODEL
 from aqmllmd.default_model.build import to_onnx
 from aqmllmd.model import ModelError, TrustPolicy, load
 
@@ -31,20 +31,23 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def test_the_shipped_default_model_passes_and_runs() -> None:
-    model = load(DEFAULT_MODEL)
-    probs = model.run(np.zeros((5, N), np.float32))
-    assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    assert "not the trained" in model.description.lower()
+def test_the_shipped_models_pass_and_run() -> None:
+    for path in (DEFAULT_MODEL, INTERIM_MODEL):
+        model = load(path)
+        probs = model.run(np.zeros((5, N), np.float32))
+        assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    # The default is the trained student, made for the guard it runs under.
+    assert load(DEFAULT_MODEL).verdict_guard == "dualpi2"
+    assert "not the trained" in load(INTERIM_MODEL).description.lower()
 
 
-def test_the_default_model_ignores_what_dualpi2_does_not_read() -> None:
+def test_the_interim_model_ignores_what_dualpi2_does_not_read() -> None:
     """Its synthetic training load mixes Not-ECT and ECT(0) classic packets at random;
     real classic flows give a Not-ECT share of 0 or 1, and a fit that read it once kept
     a link 22 % busy. The builder leaves it out: the share cannot move a decision."""
     from aqmllmd.default_model.build import NOT_FITTED
 
-    model = load(DEFAULT_MODEL)
+    model = load(INTERIM_MODEL)
     x = np.random.default_rng(4).uniform(0, 20, (256, N)).astype(np.float32)
     want = model.run(x)
     for name in NOT_FITTED:

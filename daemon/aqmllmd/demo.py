@@ -59,7 +59,7 @@ def run_host(args: list[str], with_daemon: bool) -> dict[str, Any]:
 def main(**opts: Any) -> None:
     """The data path with aqmllmd in the loop, next to DualPI2 alone, same load."""
     compare(run_host, "aqmllmd",
-            "aqmllmd in the loop (embedded default model: fitted to DualPI2, not yet the LLM):",
+            "aqmllmd in the loop (embedded default model: the distilled AQM-LLM student):",
             **opts)
 
 

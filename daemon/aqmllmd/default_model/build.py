@@ -1,6 +1,8 @@
-"""Build the interim default model: a small network fitted to DualPI2's own decisions.
+"""Build the interim model: a small network fitted to DualPI2's own decisions.
 
-Until the trained model of models/ exists, aqmllmd ships this one. Its policy is derived
+aqmllmd served it by default until a model trained by models/ passed the promotion
+gate; it stays in the package (interim.onnx) as a model that needs neither torch nor a
+recording, and the training recipe records it as a behaviour policy. Its policy is derived
 honestly and says so in its metadata: the real C core (through aqm_bridge.core.Core and a
 channel region) runs DualPI2 on a synthetic open-loop load whose intensity sweeps from
 light to overload; every packet's state record (at enqueue) is paired with the decision
@@ -30,7 +32,7 @@ from .. import contract
 from ..features import FEATURE_NAMES, History, compute
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "default.onnx"
+DEFAULT_OUT = HERE / "interim.onnx"
 HIDDEN = 32
 LINK_BPS = 20e6
 #: Features DualPI2's decision does not read, and whose values on the synthetic load are
