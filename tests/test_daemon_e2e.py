@@ -163,7 +163,10 @@ def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
         assert rig.daemon is not None
         rig.daemon.send_signal(signal.SIGHUP)
         rig.wait_model_decisions(before + 400)
-        assert client.call("status")["previous_model"] == default
+        # SIGHUP re-reads the configuration: back to the configured (default) model.
+        status = client.call("status")
+        assert status["model"]["version"] == default
+        assert status["previous_model"] == load(INTERIM_MODEL).version
     finally:
         client.close()
     every_packet_decided(rig.finish())
