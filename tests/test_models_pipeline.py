@@ -163,6 +163,28 @@ def _dataset(tmp_path: Path, n: int = 400, seed: int = 0) -> Path:
     return save_npz(rows, tmp_path / f"d{seed}.npz", {"runs": [{"seed": 1, "recorded": n}]})
 
 
+def test_the_same_seed_and_data_give_the_same_teacher(tmp_path: Path) -> None:
+    """The new layers (encoder, head, adapters, here the tiny backbone too) are seeded
+    before they exist, so a rebuild of `make model` starts from the same teacher."""
+    import json
+
+    from click.testing import CliRunner
+
+    from aqmllm_models.cli import cli
+
+    data = _dataset(tmp_path)
+
+    def losses(seed: int, out: str) -> list[float]:
+        r = CliRunner().invoke(cli, ["teacher", str(data), "--tiny", "--max-steps", "3",
+                                     "--seed", str(seed), "--out", str(tmp_path / out)])
+        assert r.exit_code == 0, r.output
+        return json.loads((tmp_path / out / "train.json").read_text())["losses"]
+
+    first = losses(0, "a")
+    assert losses(0, "b") == first
+    assert losses(1, "c") != first
+
+
 def test_train_cli_end_to_end(tmp_path: Path) -> None:
     import json
 

@@ -62,27 +62,33 @@ def cli() -> None:
               help="the return it is conditioned on: per packet, or per 100 ms interval "
                    "relative to DualPI2 in the same scenario and seed (needs DualPI2's "
                    "recording among the DATASETS)")
+@click.option("--seed", default=0, show_default=True,
+              help="seeds the encoder's, head's and adapters' initialisation and the order "
+                   "of the windows: the same seed and data give the same teacher")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window: int,
             epochs: int, max_steps: int | None, batch: int, lr: float, checkpoint_every: int,
-            resume: bool, weight_power: float, returns: str, out: Path) -> None:
+            resume: bool, weight_power: float, returns: str, seed: int, out: Path) -> None:
     """Return-conditioned offline RL on recorded DATASETS; saves adapters and heads.
 
     Under `accelerate launch` it runs on every process given (GPUs, machines)."""
+    import torch
     from accelerate import PartialState
 
     from .train import train_teacher
 
     steps = _steps(*datasets, returns=returns)
+    torch.manual_seed(seed)  # before the model exists: its new layers start at random
     model = _teacher(steps, backbone, tiny)
     out.mkdir(parents=True, exist_ok=True)
     r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps,
-                      batch=batch, checkpoint=out / "checkpoint",
+                      batch=batch, seed=seed, checkpoint=out / "checkpoint",
                       checkpoint_every=checkpoint_every, resume=resume,
                       weight_power=weight_power)
     state = PartialState()
     if state.is_main_process:
         save_teacher(model, out, {**r, "datasets": list(datasets), "window": window,
+                                  "seed": seed,
                                   "tiny": tiny, "backbone": backbone, "lr": lr, "batch": batch,
                                   "weight_power": weight_power, "returns": returns,
                                   "windows_available": int(len(steps.actions))})
