@@ -30,6 +30,7 @@ balance.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -396,7 +397,7 @@ def _couple(g) -> None:  # noqa: ANN001 (onnx.GraphProto)
         consts[f"c_keep_{ecn}"], consts[f"c_put_{ecn}"] = keep, put
     first: list = []  # before the network
     nodes: list = []  # after it
-    made = iter(range(1 << 30))
+    made = itertools.count()
 
     def op(kind: str, *inputs: str, into: list = nodes, **attrs: object) -> str:
         out = f"c{next(made)}"
