@@ -319,3 +319,36 @@ def test_two_processes_share_the_training_with_no_code_change(tmp_path: Path) ->
     assert len([ln for ln in r.stdout.splitlines() if ln.startswith("{")]) == 1
     train = json.loads((tmp_path / "t" / "train.json").read_text())
     assert train["processes"] == 2 and train["steps"] == 4
+
+
+def test_a_trained_teacher_reloads_exactly_and_a_wrong_one_is_refused(
+        steps, tmp_path: Path) -> None:  # noqa: ANN001
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from aqmllm_models.checkpoint import CheckpointError, load_teacher, save_teacher
+    from aqmllm_models.train import train_teacher
+
+    torch.manual_seed(3)
+    model = model_for(steps)
+    train_teacher(model, steps, k=8, max_steps=3, lr=1e-2, progress=False)
+    lora_b = [p for n, p in model.backbone.named_parameters() if "lora_B" in n]
+    assert any(bool(p.abs().sum() > 0) for p in lora_b)  # trained: not the zero init
+    save_teacher(model, tmp_path, {"seed": 0})
+
+    restored = load_teacher(steps, tmp_path, None, tiny=True)
+    x = torch.from_numpy(steps.features[:16].reshape(2, 8, -1))
+    args = (torch.zeros(2, 8), x, torch.full((2, 8), 3))
+    with torch.no_grad():
+        assert torch.allclose(model(*args), restored.cpu()(*args), atol=1e-6)
+
+    heads = load_file(tmp_path / "heads.safetensors")
+    save_file({**heads, "head.extra": torch.zeros(1)}, tmp_path / "heads.safetensors")
+    with pytest.raises(CheckpointError, match="heads"):
+        load_teacher(steps, tmp_path, None, tiny=True)
+    save_file(heads, tmp_path / "heads.safetensors")
+    adapter = tmp_path / "adapter" / "adapter_model.safetensors"
+    saved = load_file(adapter)
+    save_file({k: v for k, v in saved.items() if "layers.1." not in k}, adapter)
+    with pytest.raises(CheckpointError, match="adapters"):
+        load_teacher(steps, tmp_path, None, tiny=True)

@@ -13,6 +13,14 @@ import numpy as np
 
 from aqmllmd import contract
 
+from .checkpoint import (
+    CheckpointError,
+    build_teacher,
+    load_teacher,
+    save_teacher,
+    teacher_returns,
+    teacher_weights,
+)
 from .data import RETURN_KINDS
 
 
@@ -23,19 +31,6 @@ def _steps(*datasets: str, returns: str = "packet"):  # noqa: ANN202
         return load(*datasets, returns=returns)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-
-
-def _teacher(steps, backbone: str | None, tiny: bool, full: bool = False):  # noqa: ANN001, ANN202
-    import torch
-
-    from .teacher import L4SLM, load_backbone, tiny_llama, with_lora
-
-    bb = tiny_llama(64) if tiny else load_backbone(backbone)
-    d = bb.config.hidden_size
-    if not full:
-        bb = with_lora(bb)
-    return L4SLM(bb, d, torch.tensor(steps.features.mean(0)),
-                 torch.tensor(steps.features.std(0)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +74,7 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
 
     steps = _steps(*datasets, returns=returns)
     torch.manual_seed(seed)  # before the model exists: its new layers start at random
-    model = _teacher(steps, backbone, tiny)
+    model = build_teacher(steps, backbone, tiny)
     out.mkdir(parents=True, exist_ok=True)
     r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps,
                       batch=batch, seed=seed, checkpoint=out / "checkpoint",
@@ -104,40 +99,6 @@ def _leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def save_teacher(model, out: Path, info: dict) -> None:  # noqa: ANN001
-    """Adapters the Hugging Face way; encoder, embeddings and head as safetensors."""
-    from safetensors.torch import save_file
-
-    model.backbone.save_pretrained(out / "adapter")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-               if not k.startswith("backbone.")}, out / "heads.safetensors")
-    (out / "train.json").write_text(json.dumps(info, indent=2))
-
-
-def _load_teacher(steps, teacher_dir: Path, backbone: str | None, tiny: bool):  # noqa: ANN001, ANN202
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    model = _teacher(steps, backbone, tiny)
-    set_peft_model_state_dict(model.backbone,
-                              load_file(teacher_dir / "adapter" / "adapter_model.safetensors"))
-    model.load_state_dict(load_file(teacher_dir / "heads.safetensors"), strict=False)
-    from accelerate import PartialState
-
-    return model.to(PartialState().device)  # labelling runs on a GPU where there is one
-
-
-def teacher_returns(teacher_dir: Path) -> str:
-    """The kind of return the teacher was trained on: its labels are conditioned on a
-    quantile of the same kind."""
-    return json.loads((teacher_dir / "train.json").read_text()).get("returns", "packet")
-
-
-def _teacher_weights(teacher_dir: Path) -> np.ndarray | None:
-    info = json.loads((teacher_dir / "train.json").read_text())
-    return np.array(info["class_weights"]) if "class_weights" in info else None
 
 
 @cli.command("lora-vs-full")
@@ -177,7 +138,7 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
     from .train import train_teacher
 
     steps = _steps(dataset)
-    model = _teacher(steps, backbone, tiny, full=full)
+    model = build_teacher(steps, backbone, tiny, full=full)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     r = train_teacher(model, steps, max_steps=n, progress=False, batch=8)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -247,11 +208,14 @@ def distill(teacher_dir: Path, datasets: tuple[str, ...], backbone: str | None, 
     from .train import teacher_probs
 
     steps = _steps(*datasets, returns=teacher_returns(teacher_dir))
-    model = _load_teacher(steps, teacher_dir, backbone, tiny)
+    try:
+        model = load_teacher(steps, teacher_dir, backbone, tiny)
+    except CheckpointError as e:
+        raise click.ClickException(str(e)) from e
     target = float(np.quantile(steps.returns, target_return_quantile))
     t0 = time.perf_counter()
     probs, idx = teacher_probs(model, steps, target_return=target, max_windows=max_windows,
-                               weights=_teacher_weights(teacher_dir) if calibrate else None,
+                               weights=teacher_weights(teacher_dir) if calibrate else None,
                                progress=True)
     t_label = time.perf_counter() - t0
     x = steps.features[idx]
@@ -351,12 +315,15 @@ def dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[str, .
     _check_student_shape(prior, step_ms, teacher_weight, guard, queues)
     from .dagger import run_dagger
 
-    log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,
-                     rounds=rounds, max_windows=max_windows, max_visited=max_visited,
-                     labels=labels, epochs=epochs, hidden=hidden, prior=prior,
-                     step_ms=step_ms, teacher_weight=teacher_weight, guard=guard,
-                     queues=queues,
-                     report=lambda r: click.echo(json.dumps(r)))
+    try:
+        log = run_dagger(teacher_dir, datasets, scenarios, out, backbone=backbone, tiny=tiny,
+                         rounds=rounds, max_windows=max_windows, max_visited=max_visited,
+                         labels=labels, epochs=epochs, hidden=hidden, prior=prior,
+                         step_ms=step_ms, teacher_weight=teacher_weight, guard=guard,
+                         queues=queues,
+                         report=lambda r: click.echo(json.dumps(r)))
+    except (ValueError, CheckpointError) as e:
+        raise click.ClickException(str(e)) from e
     click.echo(json.dumps({"out": str(out), "rounds": log}))
 
 

@@ -30,14 +30,14 @@ def run_dagger(teacher_dir: Path, datasets: tuple[str, ...], scenarios: tuple[st
     from aqmllm_sim.runner import run
     from aqmllm_sim.scenario import load as load_scenario
 
-    from .cli import _load_teacher, _steps, _teacher_weights, teacher_returns
-    from .data import from_columns
+    from .checkpoint import load_teacher, teacher_returns, teacher_weights
+    from .data import from_columns, load
     from .student import Student, distill, export, save
     from .train import teacher_probs
 
-    steps = _steps(*datasets, returns=teacher_returns(teacher_dir))
-    teacher = _load_teacher(steps, teacher_dir, backbone, tiny)
-    weights = _teacher_weights(teacher_dir)
+    steps = load(*datasets, returns=teacher_returns(teacher_dir))
+    teacher = load_teacher(steps, teacher_dir, backbone, tiny)
+    weights = teacher_weights(teacher_dir)
     target = float(np.quantile(steps.returns, 0.9))
     if labels is not None:
         with np.load(labels, allow_pickle=False) as z:
