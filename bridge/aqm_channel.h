@@ -46,7 +46,7 @@
 #endif
 
 #define AQM_CHAN_MAGIC		0x4c4d5141u	/* "AQML" little endian */
-#define AQM_CHAN_ABI_VERSION	1u
+#define AQM_CHAN_ABI_VERSION	2u
 #define AQM_CACHELINE		64u
 
 /* Ring sizes: powers of two between these bounds. */
@@ -117,9 +117,15 @@ struct aqm_params {
 	uint32_t c_protection_pct;	/* classic WRR weight in %; 10 */
 	uint32_t mtu_bytes;		/* 2-MTU floor and WRR credit; 1500 */
 	uint32_t drop_overload;		/* 1: drop classic when k*p' >= 1 */
-	uint32_t verdict_guard;		/* AQM_GUARD_*; default STEP */
+	uint32_t verdict_guard;		/* AQM_GUARD_*; default DUALPI2 */
+	uint32_t step_thresh_pkts;	/* nonzero: L step at this many L
+					   packets, step_thresh_ns ignored; 0 */
+	uint32_t min_qlen_step;		/* no step mark below this L qlen; 0 */
+	uint32_t harm_budget_pct;	/* model signals beyond DualPI2's, in %
+					   of DualPI2's own; see the core */
+	uint32_t reserved0;		/* must be 0 */
 };
-AQM_STATIC_ASSERT(sizeof(struct aqm_params) == 48, "aqm_params ABI");
+AQM_STATIC_ASSERT(sizeof(struct aqm_params) == 64, "aqm_params ABI");
 
 /*
  * What the data path publishes for each enqueued packet.  The deadline is
@@ -174,8 +180,12 @@ struct aqm_counters {
 	uint64_t states_lost;			/* state ring full */
 	uint64_t channel_errors;		/* corrupted ring seen */
 	uint64_t pi_updates;
+	uint64_t verdicts_capped[AQM_NQUEUES];	/* refused by the harm budget:
+						   DualPI2 decided instead */
+	uint64_t states_slot_busy;		/* not published: the verdict
+						   slot's packet still queued */
 };
-AQM_STATIC_ASSERT(sizeof(struct aqm_counters) == 224, "aqm_counters ABI");
+AQM_STATIC_ASSERT(sizeof(struct aqm_counters) == 248, "aqm_counters ABI");
 
 /* Region header: written once by whoever creates the region. */
 struct aqm_chan_hdr {
@@ -190,7 +200,8 @@ struct aqm_chan_hdr {
 	uint64_t region_size;
 	uint64_t state_ring_off;
 	uint64_t verdict_ring_off;
-	uint64_t reserved;
+	uint32_t producer_gen;		/* bumped by each data path attach */
+	uint32_t consumer_gen;		/* bumped by each daemon attach */
 };
 AQM_STATIC_ASSERT(sizeof(struct aqm_chan_hdr) == 64, "aqm_chan_hdr ABI");
 
@@ -226,13 +237,13 @@ struct aqm_chan_ctrl {
 	uint64_t now_ns;		/* data path clock at last publish */
 	uint64_t prob_base;		/* p' at last publish */
 	struct aqm_counters counters;
-	uint8_t	 pad[32];
+	uint8_t	 pad[40];
 };
-AQM_STATIC_ASSERT(sizeof(struct aqm_chan_ctrl) == 384, "aqm_chan_ctrl ABI");
+AQM_STATIC_ASSERT(sizeof(struct aqm_chan_ctrl) == 448, "aqm_chan_ctrl ABI");
 
 #define AQM_CHAN_IDX_OFF	64u
 #define AQM_CHAN_CTRL_OFF	(AQM_CHAN_IDX_OFF + AQM_NINDICES * AQM_CACHELINE)
-#define AQM_CHAN_RINGS_OFF	(AQM_CHAN_CTRL_OFF + 384u)
+#define AQM_CHAN_RINGS_OFF	(AQM_CHAN_CTRL_OFF + 448u)
 
 /* Bytes needed for a region with these ring sizes (entries). */
 static inline uint64_t

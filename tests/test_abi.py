@@ -24,9 +24,9 @@ ABI = abi_table()
 HDR_DTYPE = np.dtype({
     "names": ["magic", "abi_version", "hdr_size", "state_rec_size", "verdict_rec_size",
               "state_ring_entries", "verdict_ring_entries", "flags", "region_size",
-              "state_ring_off", "verdict_ring_off"],
-    "formats": ["<u4"] * 8 + ["<u8"] * 3,
-    "offsets": [0, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48],
+              "state_ring_off", "verdict_ring_off", "producer_gen", "consumer_gen"],
+    "formats": ["<u4"] * 8 + ["<u8"] * 3 + ["<u4"] * 2,
+    "offsets": [0, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 60],
     "itemsize": 64,
 })
 
@@ -64,7 +64,7 @@ def test_record_dtypes(dtype: np.dtype, struct: str) -> None:
 
 def test_header_dtype() -> None:
     assert HDR_DTYPE.itemsize == ABI["sizeof.aqm_chan_hdr"]
-    for field in ("flags", "region_size"):
+    for field in ("flags", "region_size", "producer_gen", "consumer_gen"):
         assert HDR_DTYPE.fields[field][1] == ABI[f"aqm_chan_hdr.{field}"]
 
 
@@ -76,11 +76,46 @@ def test_cffi_declarations() -> None:
     assert lib.aqm_chan_handle_size() % 8 == 0
 
 
+def test_abi_v2_fields() -> None:
+    assert ABI["abi_version"] == 2
+    assert ABI["sizeof.aqm_params"] == 64 and ABI["sizeof.aqm_chan_hdr"] == 64
+    for field in ("verdict_guard", "step_thresh_pkts", "min_qlen_step", "harm_budget_pct",
+                  "reserved0"):
+        assert ffi.offsetof("struct aqm_params", field) == ABI[f"aqm_params.{field}"], field
+    assert ABI["aqm_params.reserved0"] == 60
+    for field in ("pi_updates", "verdicts_capped", "states_slot_busy"):
+        assert ffi.offsetof("struct aqm_counters", field) == ABI[f"aqm_counters.{field}"]
+    assert ABI["aqm_chan_hdr.producer_gen"] == 56 and ABI["aqm_chan_hdr.consumer_gen"] == 60
+    assert ABI["sizeof.aqm_chan_ctrl"] % 64 == 0
+    assert ABI["aqm_chan_ctrl.counters"] + ABI["sizeof.aqm_counters"] <= ABI[
+        "sizeof.aqm_chan_ctrl"]
+
+
+def test_reserved0_is_refused_unless_zero() -> None:
+    p = core.params_from_dict({})
+    assert p.reserved0 == 0 and lib.aqm_params_validate(p) == 0
+    p.reserved0 = 1
+    assert lib.aqm_params_validate(p) != 0
+
+
+def test_each_attach_bumps_producer_gen(region: Region) -> None:
+    def gen() -> int:
+        h = np.frombuffer(region.path.read_bytes(), dtype=HDR_DTYPE, count=1)[0]
+        return int(h["producer_gen"])
+
+    assert gen() == 0
+    c = Core(seed=1)
+    c.attach(region)
+    assert gen() == 1
+    Core(seed=2).attach(region)
+    assert gen() == 2
+
+
 def test_a_fresh_header_as_laid_out(region: Region) -> None:
     h = np.frombuffer(region.path.read_bytes(), dtype=HDR_DTYPE, count=1)[0]
     size = int(lib.aqm_chan_region_bytes(128, 64))
     assert region.size == size == ABI["rings_off"] + 128 * 80 + 64 * 16
-    assert (h["magic"], h["abi_version"], h["hdr_size"]) == (ABI["magic"], 1, 64)
+    assert (h["magic"], h["abi_version"], h["hdr_size"]) == (ABI["magic"], abi.ABI_VERSION, 64)
     assert (h["state_rec_size"], h["verdict_rec_size"]) == (80, 16)
     assert (h["state_ring_entries"], h["verdict_ring_entries"]) == (128, 64)
     assert (h["region_size"], h["state_ring_off"]) == (size, ABI["rings_off"])

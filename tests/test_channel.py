@@ -125,7 +125,7 @@ def corrupt(path: Path, offset: int, value: int, fmt: str = "<u4") -> None:
 class TestHostileRegions:
     @pytest.mark.parametrize(("offset", "value", "message"), [
         (0, 0xDEADBEEF, "magic"),
-        (4, 2, "ABI"),
+        (4, 1, "ABI"),  # the previous ABI version
         (8, 72, "ABI"),  # header size
         (12, 96, "ABI"),  # state record size
         (16, 8, "ABI"),  # verdict record size

@@ -315,7 +315,8 @@ class TestParameters:
             "limit_pkts": 10000, "limit_bytes": 15_000_000, "target_ns": 15 * MS,
             "tupdate_ns": 16 * MS, "alpha_mhz": 160, "beta_mhz": 3200,
             "step_thresh_ns": 1 * MS, "coupling_factor": 2, "c_protection_pct": 10,
-            "mtu_bytes": 1500, "drop_overload": 1, "verdict_guard": 2}
+            "mtu_bytes": 1500, "drop_overload": 1, "verdict_guard": 2,
+            "step_thresh_pkts": 0, "min_qlen_step": 0, "harm_budget_pct": 200}
 
     @pytest.mark.parametrize(("name", "value"), [
         ("limit_pkts", 0), ("limit_pkts", 16384), ("limit_bytes", 10),
@@ -323,7 +324,8 @@ class TestParameters:
         ("alpha_mhz", 100_001), ("beta_mhz", 2**31), ("step_thresh_ns", 0),
         ("coupling_factor", 0), ("coupling_factor", 256), ("c_protection_pct", 101),
         ("mtu_bytes", 20), ("mtu_bytes", 70000), ("drop_overload", 2),
-        ("verdict_guard", 3), ("verdict_guard", 4)])
+        ("verdict_guard", 3), ("verdict_guard", 4), ("step_thresh_pkts", 16384),
+        ("min_qlen_step", 16384), ("harm_budget_pct", 1001)])
     def test_out_of_range_is_refused_and_changes_nothing(self, name: str, value: int) -> None:
         core = Core()
         before = core.params()

@@ -18,6 +18,8 @@ struct aqm_params {
     uint32_t limit_pkts; uint32_t limit_bytes; uint32_t target_ns; uint32_t tupdate_ns;
     uint32_t alpha_mhz; uint32_t beta_mhz; uint32_t step_thresh_ns; uint32_t coupling_factor;
     uint32_t c_protection_pct; uint32_t mtu_bytes; uint32_t drop_overload; uint32_t verdict_guard;
+    uint32_t step_thresh_pkts; uint32_t min_qlen_step; uint32_t harm_budget_pct;
+    uint32_t reserved0;
 };
 struct aqm_counters {
     uint64_t pkts_in[2]; uint64_t bytes_in[2]; uint64_t pkts_out[2]; uint64_t bytes_out[2];
@@ -26,6 +28,7 @@ struct aqm_counters {
     uint64_t step_marks; uint64_t decisions_model; uint64_t decisions_fallback;
     uint64_t verdicts_applied; uint64_t verdicts_late; uint64_t verdicts_bad;
     uint64_t states_published; uint64_t states_lost; uint64_t channel_errors; uint64_t pi_updates;
+    uint64_t verdicts_capped[2]; uint64_t states_slot_busy;
 };
 struct aqm_pkt {
     uint64_t seq; uint64_t ts_ns; uint32_t len; uint8_t queue; uint8_t ecn; uint16_t pad;

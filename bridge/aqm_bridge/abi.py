@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAGIC = 0x4C4D5141
 
 QUEUE_C, QUEUE_L = 0, 1

@@ -40,7 +40,11 @@ PARAM_NAMES = (
     "mtu_bytes",
     "drop_overload",
     "verdict_guard",
+    "step_thresh_pkts",
+    "min_qlen_step",
+    "harm_budget_pct",
 )
+# reserved0 (must be 0) is left out: params_from_dict always writes it as 0.
 
 COUNTER_NAMES = (
     "pkts_in",
@@ -62,8 +66,10 @@ COUNTER_NAMES = (
     "states_lost",
     "channel_errors",
     "pi_updates",
+    "verdicts_capped",
+    "states_slot_busy",
 )
-PER_QUEUE_COUNTERS = COUNTER_NAMES[:9]
+PER_QUEUE_COUNTERS = (*COUNTER_NAMES[:9], "verdicts_capped")
 
 
 class Attachable(Protocol):

@@ -49,6 +49,10 @@ aqm_params_default(struct aqm_params *p)
 	p->mtu_bytes = 1500;
 	p->drop_overload = 1;
 	p->verdict_guard = AQM_GUARD_DUALPI2;
+	p->step_thresh_pkts = 0;
+	p->min_qlen_step = 0;
+	p->harm_budget_pct = AQM_HARM_BUDGET_DEFAULT;
+	p->reserved0 = 0;
 }
 
 int
@@ -74,6 +78,11 @@ aqm_params_validate(const struct aqm_params *p)
 	if (p->c_protection_pct > 100)
 		return (AQM_EINVAL);
 	if (p->drop_overload > 1 || p->verdict_guard > AQM_GUARD_DUALPI2)
+		return (AQM_EINVAL);
+	if (p->step_thresh_pkts > AQM_LIMIT_PKTS_MAX ||
+	    p->min_qlen_step > AQM_LIMIT_PKTS_MAX)
+		return (AQM_EINVAL);
+	if (p->harm_budget_pct > AQM_HARM_BUDGET_MAX || p->reserved0 != 0)
 		return (AQM_EINVAL);
 	return (AQM_OK);
 }
@@ -760,6 +769,8 @@ aqm_attach(struct aqm_core *c, void *region, uint64_t size, uint64_t now_ns)
 	rc = aqm_chan_open(&c->chan, region, size);
 	if (rc != AQM_CHAN_OK)
 		return (rc);
+	/* Consumers see that a new data path instance owns the region. */
+	__atomic_fetch_add(&c->chan.hdr->producer_gen, 1, __ATOMIC_RELEASE);
 	/* Requests made before we came are not ours to answer. */
 	c->param_ack = aqm_load_acquire(&c->chan.ctrl->param_req);
 	aqm_store_release(&c->chan.ctrl->param_ack, c->param_ack);
@@ -817,6 +828,16 @@ static const struct aqm_abi_entry abi_table[] = {
 	ABI_OFF(aqm_verdict_rec, model_tag),
 	ABI_OFF(aqm_chan_hdr, flags),
 	ABI_OFF(aqm_chan_hdr, region_size),
+	ABI_OFF(aqm_chan_hdr, producer_gen),
+	ABI_OFF(aqm_chan_hdr, consumer_gen),
+	ABI_OFF(aqm_params, verdict_guard),
+	ABI_OFF(aqm_params, step_thresh_pkts),
+	ABI_OFF(aqm_params, min_qlen_step),
+	ABI_OFF(aqm_params, harm_budget_pct),
+	ABI_OFF(aqm_params, reserved0),
+	ABI_OFF(aqm_counters, pi_updates),
+	ABI_OFF(aqm_counters, verdicts_capped),
+	ABI_OFF(aqm_counters, states_slot_busy),
 	ABI_OFF(aqm_chan_ctrl, param_req),
 	ABI_OFF(aqm_chan_ctrl, param_ack),
 	ABI_OFF(aqm_chan_ctrl, param_result),

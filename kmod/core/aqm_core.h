@@ -52,6 +52,13 @@
  */
 #define AQM_VSLOTS		16384u
 #define AQM_LIMIT_PKTS_MAX	(AQM_VSLOTS - 1)
+/*
+ * aqm_params.harm_budget_pct: what model verdicts may signal beyond
+ * DualPI2's own decisions, in percent of DualPI2's own signal (see
+ * README.md, "Harm budget").
+ */
+#define AQM_HARM_BUDGET_DEFAULT	200u
+#define AQM_HARM_BUDGET_MAX	1000u
 /* Verdicts filed per look at the ring; a tick looks up to this many times. */
 #ifndef AQM_VERDICT_BURST
 #define AQM_VERDICT_BURST	64u

@@ -31,7 +31,7 @@ struct aqm_llm_counters_req {
 	uint64_t prob_base;
 	struct aqm_counters counters;
 };
-AQM_STATIC_ASSERT(sizeof(struct aqm_llm_counters_req) == 240,
+AQM_STATIC_ASSERT(sizeof(struct aqm_llm_counters_req) == 264,
     "aqm_llm_counters_req ABI");
 
 struct aqm_llm_params_req {
@@ -39,7 +39,7 @@ struct aqm_llm_params_req {
 	uint32_t pad;
 	struct aqm_params params;
 };
-AQM_STATIC_ASSERT(sizeof(struct aqm_llm_params_req) == 56,
+AQM_STATIC_ASSERT(sizeof(struct aqm_llm_params_req) == 72,
     "aqm_llm_params_req ABI");
 
 #define	AQMLLM_INFO	_IOR('Q', 1, struct aqm_llm_info)
