@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -33,13 +35,23 @@ class Config:
     sleep_us: int = 50  # first sleep once idle; doubles while idle, up to max_sleep_us
     max_sleep_us: int = 1000
     max_infer_us: int = 5000  # a batch slower than this is a failure: no verdicts
+    validate_timeout_s: int = 20  # a model whose validation takes longer is refused
     control: str = DEFAULT_CONTROL
     control_allow_remote: bool = False
     metrics: str = "127.0.0.1:9464"  # "" disables the HTTP exporter
+    metrics_allow_remote: bool = False
     pidfile: str = ""
     log: str = "stderr"  # or "syslog"
     log_level: str = "info"
     seed: int = 0
+    watchdog: bool = True  # take a harmful model out of service (aqmllmd.watchdog)
+    watchdog_action: str = "rollback"  # or "pause"
+    watchdog_window_ms: int = 250
+    watchdog_windows: int = 2
+    watchdog_min_states: int = 50
+    watchdog_excess_pct: int = 10
+    watchdog_util_floor_pct: int = 90
+    watchdog_fail_pct: int = 50
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -47,12 +59,17 @@ class Config:
 SCHEMA: dict[str, dict[str, str]] = {
     "channel": {"path": "channel", "sched": "sched"},
     "model": {"path": "model", "owner_uids": "model_owner_uids", "threads": "threads",
-              "policy": "policy", "max_infer_us": "max_infer_us"},
+              "policy": "policy", "max_infer_us": "max_infer_us",
+              "validate_timeout_s": "validate_timeout_s"},
     "batch": {"max_batch": "max_batch", "max_wait_us": "max_wait_us", "spin_us": "spin_us",
               "sleep_us": "sleep_us", "max_sleep_us": "max_sleep_us"},
     "control": {"endpoint": "control", "allow_remote": "control_allow_remote"},
-    "metrics": {"listen": "metrics"},
+    "metrics": {"listen": "metrics", "allow_remote": "metrics_allow_remote"},
     "daemon": {"pidfile": "pidfile", "log": "log", "log_level": "log_level", "seed": "seed"},
+    "watchdog": {"enabled": "watchdog", "action": "watchdog_action",
+                 "window_ms": "watchdog_window_ms", "windows": "watchdog_windows",
+                 "min_states": "watchdog_min_states", "excess_pct": "watchdog_excess_pct",
+                 "util_floor_pct": "watchdog_util_floor_pct", "fail_pct": "watchdog_fail_pct"},
 }
 
 _TYPES = {f.name: f.type for f in fields(Config)}
@@ -62,9 +79,11 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = tomllib.loads(Path(path).read_text())
+            raw = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from e
         for table, body in raw.items():
@@ -101,7 +120,11 @@ def check(cfg: Config) -> None:
               "max_wait_us": (0, 1_000_000),
               "spin_us": (0, 1_000_000), "sleep_us": (1, 1_000_000),
               "max_sleep_us": (1, 1_000_000),
-              "max_infer_us": (1, 10_000_000)}
+              "max_infer_us": (1, 10_000_000), "validate_timeout_s": (1, 3600),
+              "seed": (0, (1 << 63) - 1),
+              "watchdog_window_ms": (10, 60_000), "watchdog_windows": (1, 1000),
+              "watchdog_min_states": (1, 1 << 30), "watchdog_excess_pct": (0, 100),
+              "watchdog_util_floor_pct": (0, 100), "watchdog_fail_pct": (1, 100)}
     for name, (lo, hi) in bounds.items():
         value = getattr(cfg, name)
         if not lo <= value <= hi:
@@ -114,26 +137,57 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"log={cfg.log!r}: want 'stderr' or 'syslog'")
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level={cfg.log_level!r}")
+    if cfg.watchdog_action not in ("rollback", "pause"):
+        raise ConfigError(f"watchdog.action={cfg.watchdog_action!r}: want 'rollback' or "
+                          "'pause'")
     check_endpoint(cfg.control, cfg.control_allow_remote)
+    if cfg.pidfile:
+        _parent_exists("pidfile", cfg.pidfile)
     if cfg.metrics:
-        host, _, port = cfg.metrics.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"metrics={cfg.metrics!r}: want HOST:PORT or ''")
+        check_metrics(cfg.metrics, cfg.metrics_allow_remote)
+
+
+def _parent_exists(what: str, path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{what} {path}: directory {parent} does not exist")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_metrics(listen: str, allow_remote: bool) -> None:
+    """HOST:PORT that resolves; on loopback unless explicitly allowed, as the control
+    endpoint."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"metrics={listen!r}: want HOST:PORT or ''")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"metrics={listen!r}: cannot resolve {host!r}") from e
+    if not allow_remote and not _is_loopback(host):
+        raise ConfigError(f"metrics listen {listen} is not on loopback; set "
+                          "metrics.allow_remote = true to expose it")
 
 
 def check_endpoint(endpoint: str, allow_remote: bool) -> None:
     """ipc:// anywhere; tcp:// only on loopback unless explicitly allowed."""
     if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
+        path = endpoint[len("ipc://"):]
+        if path.startswith("@"):
+            raise ConfigError(f"control endpoint {endpoint}: abstract sockets have no "
+                              "file mode to keep them private; want ipc:///PATH")
+        _parent_exists("control endpoint", path)
         return
     if endpoint.startswith("tcp://"):
         host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
-        if allow_remote:
-            return
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if loopback:
+        if allow_remote or _is_loopback(host):
             return
         raise ConfigError(f"control endpoint {endpoint} is not on loopback; set "
                           "control.allow_remote = true to expose it")

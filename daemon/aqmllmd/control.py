@@ -1,21 +1,31 @@
-"""The control plane: ZeroMQ REP on ipc:// (mode 0600) or loopback TCP, msgpack messages.
+"""The control plane: ZeroMQ on ipc:// (mode 0600) or loopback TCP, msgpack messages.
 
 A request is a msgpack map {"cmd": str, "args": map}; a reply is {"ok": true, "result":
 ...} or {"ok": false, "error": str}. Anything malformed gets an error reply and the
 daemon keeps serving: random bytes, oversized or deeply nested messages, wrong types,
 unknown commands.
+
+The socket is a ROUTER speaking to REQ clients (aqmllmctl): every reply goes back to
+the peer that asked, by its identity, so a peer that sends garbage (or never reads its
+reply) cannot wedge the socket's state for the next client, as it could a REP socket.
+Commands that validate a model (`set_model`, `reload`) run on a worker thread: the
+control thread keeps answering `status`, `pause` and the rest meanwhile, and a second
+validation while one runs is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import zmq
+
+from aqm_bridge.channel import ChannelError
 
 from .model import ModelError
 from .server import Server
@@ -36,8 +46,15 @@ SCHEMA: dict[str, dict[str, type]] = {
 }
 
 
+SLOW_COMMANDS = frozenset({"set_model", "reload"})
+
+
 class RequestError(Exception):
     pass
+
+
+class ControlError(Exception):
+    """The control endpoint cannot be opened, and why."""
 
 
 def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
@@ -72,17 +89,25 @@ class ControlPlane:
         self.endpoint = endpoint
         self.reload = reload
         self._ctx = zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.REP)
+        self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self._sock.setsockopt(zmq.LINGER, 0)
         old = os.umask(0o077)  # the ipc socket file is born 0600
         try:
             self._sock.bind(endpoint)
+            if endpoint.startswith("ipc://"):
+                os.chmod(endpoint[len("ipc://"):], 0o600)
+        except (zmq.ZMQError, OSError) as e:
+            self._sock.close(linger=0)
+            raise ControlError(f"control endpoint {endpoint}: cannot bind: "
+                               f"{e.strerror or e}") from e
         finally:
             os.umask(old)
-        if endpoint.startswith("ipc://"):
-            os.chmod(endpoint[len("ipc://"):], 0o600)
         self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
+        # Replies of slow commands, finished on the worker thread: (envelope, reply).
+        self._done: queue.SimpleQueue[tuple[list[bytes], dict[str, Any]]] = \
+            queue.SimpleQueue()
+        self._busy = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
@@ -100,20 +125,55 @@ class ControlPlane:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         while not self.server.stop_event.is_set():
+            while not self._done.empty():
+                self._reply(*self._done.get())
             if not dict(poller.poll(POLL_MS)):
                 continue
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.ZMQError:
                 continue
-            reply = self.handle(frames[0] if len(frames) == 1 else b"\xc1")
-            self._sock.send(msgpack.packb(reply, use_bin_type=True))
+            # ROUTER: [identity, b"", body] from a REQ peer; [identity, body] otherwise.
+            if len(frames) >= 2 and frames[1] == b"":
+                envelope, body = frames[:2], frames[2:]
+            else:
+                envelope, body = frames[:1], frames[1:]
+            frame = body[0] if len(body) == 1 else b"\xc1"
+            try:
+                cmd, _ = decode(frame)
+            except RequestError:
+                cmd = ""
+            if cmd in SLOW_COMMANDS:
+                self._start_slow(envelope, frame)
+            else:
+                self._reply(envelope, self.handle(frame))
+
+    def _reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
+        try:
+            self._sock.send_multipart([*envelope, msgpack.packb(reply, use_bin_type=True)],
+                                      zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # the peer is gone or not reading: drop its reply
+            log.debug("control reply dropped: %s", e)
+
+    def _start_slow(self, envelope: list[bytes], frame: bytes) -> None:
+        if not self._busy.acquire(blocking=False):
+            self._reply(envelope, {"ok": False, "error": "another model is being validated; "
+                                   "try again when it is done"})
+            return
+
+        def work() -> None:
+            try:
+                self._done.put((envelope, self.handle(frame)))
+            finally:
+                self._busy.release()
+
+        threading.Thread(target=work, name="control-validate", daemon=True).start()
 
     def handle(self, frame: bytes) -> dict[str, Any]:
         try:
             cmd, args = decode(frame)
             return {"ok": True, "result": self.dispatch(cmd, args)}
-        except (RequestError, ModelError, ValueError, TimeoutError) as e:
+        except (RequestError, ModelError, ValueError, TimeoutError, ChannelError) as e:
             return {"ok": False, "error": str(e)}
         except Exception as e:  # noqa: BLE001 - a control bug must not kill serving
             log.exception("control command failed")

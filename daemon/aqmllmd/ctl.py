@@ -13,6 +13,8 @@ import zmq
 from .config import DEFAULT_CONTROL
 
 TIMEOUT_MS = 5000
+#: Every field of struct aqm_params is a uint32_t.
+U32_MAX = 0xFFFFFFFF
 
 
 class Client:
@@ -42,12 +44,15 @@ class Client:
         self._sock.close(linger=0)
 
 
-def _emit(obj: Any, as_json: bool) -> None:
+def _emit(obj: Any, as_json: bool, prefix: str = "") -> None:
     if as_json:
         click.echo(json.dumps(obj, indent=2, sort_keys=True))
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            click.echo(f"{k}: {v}")
+            if isinstance(v, dict) and v:
+                _emit(v, False, f"{prefix}{k}.")
+            else:
+                click.echo(f"{prefix}{k}: {v}")
     else:
         click.echo(obj)
 
@@ -125,8 +130,11 @@ def params_set(client: Client, assignments: tuple[str, ...]) -> None:
     values: dict[str, int] = {}
     for a in assignments:
         name, sep, value = a.partition("=")
-        if not sep or not value.lstrip("-").isdigit():
-            raise click.BadParameter(f"{a!r}: want NAME=INTEGER")
+        if not sep or not name or not value.isascii() or not value.isdigit():
+            raise click.BadParameter(f"{a!r}: want NAME=INTEGER (0 or more)")
+        if len(value.lstrip("0")) > 10 or int(value) > U32_MAX:
+            raise click.BadParameter(f"{a!r}: {name} must fit 32 bits unsigned "
+                                     f"(at most {U32_MAX})")
         values[name] = int(value)
     _emit(client.call("params_set", params=values), False)
 

@@ -15,7 +15,8 @@ import click
 
 from . import __version__
 from .config import Config, ConfigError, load
-from .control import ControlPlane
+from .control import ControlError, ControlPlane
+from .default_model import DEFAULT_MODEL
 from .metrics import Metrics
 from .model import ModelError
 from .server import Server
@@ -59,17 +60,24 @@ class Pidfile:
     def __enter__(self) -> Pidfile:
         if self.path is not None:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                pid = self.path.read_text().strip()
-                if pid.isdigit() and _alive(int(pid)):
-                    raise click.ClickException(
-                        f"already running as pid {pid} ({self.path})") from None
-                self.path.unlink()
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = self._create()
+            except OSError as e:
+                raise click.ClickException(f"pidfile {self.path}: {e.strerror}") from e
             with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()}\n")
         return self
+
+    def _create(self) -> int:
+        assert self.path is not None
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pid = self.path.read_bytes().decode("ascii", "replace").strip()
+            if pid.isdigit() and _alive(int(pid)):
+                raise click.ClickException(
+                    f"already running as pid {pid} ({self.path})") from None
+            self.path.unlink()
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
     def __exit__(self, *exc: object) -> None:
         if self.path is not None:
@@ -114,6 +122,12 @@ def main(config_path: str | None, **flags: object) -> None:
     except ModelError as e:
         raise click.ClickException(f"model refused: {e}") from e
     server = Server(cfg, model, metrics)
+    if cfg.watchdog and cfg.watchdog_action == "rollback" and \
+            model.sha256 != _packaged_default_sha256():
+        try:  # what the watchdog rolls back to when there is no previous model
+            server.safe_model = Server.trusted_load(cfg, str(DEFAULT_MODEL))
+        except ModelError as e:
+            log.warning("packaged default model unusable as the watchdog's fallback: %s", e)
 
     def reload() -> str:
         """SIGHUP and `aqmllmctl reload`: configuration and model, or nothing."""
@@ -141,9 +155,15 @@ def main(config_path: str | None, **flags: object) -> None:
             server.stop_event.set()
 
     with Pidfile(cfg.pidfile):
-        control = ControlPlane(server, cfg.control, reload)
         if cfg.metrics:
-            metrics.serve(cfg.metrics)
+            try:
+                metrics.serve(cfg.metrics)
+            except OSError as e:
+                raise click.ClickException(f"metrics {cfg.metrics}: {e.strerror or e}") from e
+        try:
+            control = ControlPlane(server, cfg.control, reload)
+        except ControlError as e:
+            raise click.ClickException(str(e)) from e
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, on_signal)
         control.start()
@@ -162,7 +182,18 @@ def _quiet(fn):  # noqa: ANN001, ANN202 - run fn, its failure already logged
             fn()
         except ModelError:
             pass
+        except Exception:  # noqa: BLE001 - a reload bug must not end the daemon's reloads
+            log.exception("reload failed, keeping what runs")
     return run
+
+
+def _packaged_default_sha256() -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":

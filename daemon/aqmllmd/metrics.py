@@ -29,7 +29,7 @@ class LoopCounters:
         default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0))
 
 
-FAILURE_REASONS = ("exception", "nan", "slow")
+FAILURE_REASONS = ("exception", "nan", "invalid", "slow")
 
 _LOOP_COUNTERS = (
     ("states", "aqmllm_states", "state records read"),
@@ -89,6 +89,45 @@ class DataPathCollector:
         yield prob
 
 
+class WatchdogCollector:
+    """The harm watchdog (aqmllmd.watchdog): trips by reason, its pause, the last window."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Any]:
+        read = self._m.watchdog_status
+        if read is None:
+            return
+        status, paused = read()
+        trips = CounterMetricFamily("aqmllm_watchdog_trips",
+                                    "models the watchdog took out of service, by reason",
+                                    labels=["reason"])
+        for reason, n in status["trips"].items():
+            trips.add_metric([reason], n)
+        yield trips
+        fam = GaugeMetricFamily("aqmllm_watchdog_paused",
+                                "1 while the watchdog holds the data path paused")
+        fam.add_metric([], 1 if paused else 0)
+        yield fam
+        fam = GaugeMetricFamily("aqmllm_watchdog_quarantined",
+                                "models the watchdog will not roll back to")
+        fam.add_metric([], len(status["quarantined"]))
+        yield fam
+        last = status["last_window"]
+        for key, name, doc in (
+                ("model_signal_share", "aqmllm_watchdog_model_signal_share",
+                 "share of the last window's packets the model dropped or marked"),
+                ("dualpi2_signal_share", "aqmllm_watchdog_dualpi2_signal_share",
+                 "DualPI2's expected signal share on the same packets"),
+                ("utilisation", "aqmllm_watchdog_utilisation",
+                 "delivered rate over the best recent window's")):
+            if last.get(key) is not None:
+                fam = GaugeMetricFamily(name, doc)
+                fam.add_metric([], last[key])
+                yield fam
+
+
 class Metrics:
     def __init__(self, read_datapath: Callable[[], dict[str, Any] | None]) -> None:
         self.registry = CollectorRegistry()
@@ -107,6 +146,9 @@ class Metrics:
                                 ["version", "producer", "sha256"], registry=r)
         self.paused = Gauge("aqmllm_paused", "1 while paused (fallback only)", registry=r)
         r.register(DataPathCollector(read_datapath))
+        #: Set by the server: () -> (watchdog status, paused by the watchdog).
+        self.watchdog_status: Callable[[], tuple[dict[str, Any], bool]] | None = None
+        r.register(WatchdogCollector(self))
 
     def set_model(self, version: str, producer: str, sha256: str) -> None:
         self.model_info.clear()

@@ -25,12 +25,16 @@ from aqm_bridge.channel import ChannelError, Region
 
 from . import features
 from .config import Config
+from .contract import PROB_SUM_TOLERANCE
 from .metrics import Metrics
-from .model import Model, ModelError, TrustPolicy, load
+from .model import Limits, Model, ModelError, TrustPolicy, load
+from .watchdog import Watchdog, WatchdogConfig
 
 log = logging.getLogger("aqmllmd")
 
 COUNTERS_EVERY_S = 1.0
+#: Model failures are logged once, then at most one line per this many seconds.
+FAIL_LOG_EVERY_S = 10.0
 _GUARD_NAMES = {code: name for name, code in VERDICT_GUARDS.items()}
 _NO_STATES = np.zeros(0, STATE_DTYPE)
 
@@ -59,6 +63,14 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def watchdog_config(cfg: Config) -> WatchdogConfig:
+    return WatchdogConfig(
+        enabled=cfg.watchdog, action=cfg.watchdog_action, window_ms=cfg.watchdog_window_ms,
+        windows=cfg.watchdog_windows, min_states=cfg.watchdog_min_states,
+        excess_pct=cfg.watchdog_excess_pct, util_floor_pct=cfg.watchdog_util_floor_pct,
+        fail_pct=cfg.watchdog_fail_pct)
 
 
 def model_tag(model: Model) -> int:
@@ -108,11 +120,24 @@ class Server:
         self.stop_event = threading.Event()
         self.paused = False
         self.region: Region | None = None
+        #: Why the channel could not be attached, last time it was tried (None: it was).
+        self.channel_error: str | None = None
         self.datapath: dict[str, Any] | None = None
         self.stats = metrics.loop
         self.started = time.time()
         self._rng = np.random.default_rng(cfg.seed or None)
         self._history = features.History()
+        self.watchdog = Watchdog(watchdog_config(cfg))
+        #: What the watchdog rolls back to when there is no usable previous model: the
+        #: packaged default (main loads it when another model is configured).
+        self.safe_model: Model | None = None
+        #: Why the data path is paused, when the watchdog paused it (None otherwise).
+        self.pause_reason: str | None = None
+        self._fail_counts: dict[str, int] = {}
+        self._fail_logged_at = -FAIL_LOG_EVERY_S
+        self._fail_last = ""
+        metrics.watchdog_status = lambda: (self.watchdog.status(),
+                                           self.pause_reason is not None)
         #: Benchmarks: called with (records given verdicts, time written) after each batch.
         self.on_batch: Callable[[np.ndarray, int], None] | None = None
 
@@ -121,7 +146,9 @@ class Server:
         """Load and validate a model under the configuration's ownership rules."""
         trust = (TrustPolicy(owner_uids=frozenset(cfg.model_owner_uids))
                  if cfg.model_owner_uids else TrustPolicy())
-        return load(path, trust, threads=cfg.threads)
+        return load(path, trust, threads=cfg.threads,
+                    limits=Limits(max_batch=cfg.max_batch, max_infer_us=cfg.max_infer_us,
+                                  timeout_s=cfg.validate_timeout_s))
 
     def load_model(self, path: str) -> Model:
         return self.trusted_load(self.cfg, path)
@@ -131,8 +158,9 @@ class Server:
         try:
             region = Region.open(self.cfg.channel)
         except ChannelError as e:
-            log.debug("channel not ready: %s", e)
+            self._channel_refused(str(e))
             return None
+        self.channel_error = None
         if stat.S_ISCHR(os.stat(self.cfg.channel).st_mode):
             try:
                 region.attach_scheduler(self.cfg.sched)
@@ -148,6 +176,16 @@ class Server:
         self._check_guard(region)
         return region
 
+    def _channel_refused(self, reason: str) -> None:
+        """Why the region cannot be used: in status, and in the log at WARNING once per
+        distinct reason when the region exists but is refused (bad magic, ABI, size);
+        a region that is not there yet is only DEBUG."""
+        if reason != self.channel_error:
+            waiting = "No such file" in reason or "is empty" in reason
+            log.log(logging.DEBUG if waiting else logging.WARNING, "channel %s",
+                    reason if waiting else f"refused: {reason}")
+        self.channel_error = reason
+
     @staticmethod
     def _guard_in_force(region: Region | None) -> str | None:
         """The data path's verdict guard (kmod/core/README.md), None if unknown."""
@@ -160,14 +198,20 @@ class Server:
         """Warn when the model was made for another verdict guard than the data path's:
         it is served anyway (the guard is the operator's), but decides other than it
         was evaluated."""
-        want, have = self.slot.current.verdict_guard, self._guard_in_force(region)
+        try:
+            have = self._guard_in_force(region)
+        except ChannelError as e:
+            log.warning("data path parameters unreadable: %s", e)
+            return
+        want = self.slot.current.verdict_guard
         if want is not None and have is not None and want != have:
             log.warning("model %s was made for verdict_guard %s, the data path runs %s: "
                         "aqmllmctl params set verdict_guard=%d", self.slot.current.version,
                         want, have, VERDICT_GUARDS[want])
 
-    def set_paused(self, on: bool) -> None:
+    def set_paused(self, on: bool, reason: str | None = None) -> None:
         self.paused = on
+        self.pause_reason = reason if on else None
         self.metrics.paused.set(1 if on else 0)
         if self.region is not None:
             self.region.paused = on
@@ -191,8 +235,16 @@ class Server:
                 cfg = self.cfg
                 max_wait_ns, spin_ns = cfg.max_wait_us * 1000, cfg.spin_us * 1000
                 max_sleep_s = cfg.max_sleep_us / 1e6
+                self.watchdog.cfg = watchdog_config(cfg)
+            if self.watchdog.due(time.monotonic()):
+                self._watchdog_tick()
             model = self.slot.take_pending()
             if model is not None:
+                self.watchdog.reset()
+                if self.pause_reason is not None:  # another model: the watchdog's pause ends
+                    log.info("model %s replaces the one the watchdog paused; resuming",
+                             model.version)
+                    self.set_paused(False)
                 settle_heap()
                 self.metrics.set_model(model.version, model.producer, model.sha256)
                 log.info("now serving model %s (%s)", model.version, model.path)
@@ -237,6 +289,46 @@ class Server:
                     sleep_s = min(2 * sleep_s, max_sleep_s)
         self._detach()
 
+    def _watchdog_tick(self) -> None:
+        """Close the watchdog's window; take a model that harms out of service."""
+        wd = self.watchdog
+        counters = None
+        if self.region is not None:
+            try:
+                counters = self.datapath = self.region.counters()
+                params = self.region.current_params()
+                wd.step_ns = params["step_thresh_ns"]
+            except ChannelError as e:
+                log.warning("data path counters unreadable: %s", e)
+        self._flush_failures(time.monotonic())
+        reason = wd.close_window(time.monotonic(), counters)
+        if reason is None or not wd.cfg.enabled or self.paused:
+            return
+        self._trip(reason)
+
+    def _trip(self, reason: str) -> None:
+        wd = self.watchdog
+        model = self.slot.current
+        detail = wd.describe(reason)
+        wd.quarantined[model.sha256] = model.version
+        target = None
+        if wd.cfg.action == "rollback":
+            for cand in (self.slot.previous, self.safe_model):
+                if (cand is not None and cand.sha256 != model.sha256
+                        and cand.sha256 not in wd.quarantined):
+                    target = cand
+                    break
+        if target is not None:
+            self.slot.offer(target)
+            action = f"rolled back to {target.version}"
+        else:
+            self.set_paused(True, f"watchdog: model {model.version} {detail}")
+            action = "paused: DualPI2 decides every packet until resume or set-model"
+        wd.last_trip = {"model": model.version, "sha256": model.sha256, "reason": reason,
+                        "detail": detail, "action": action, "at": round(time.time(), 3)}
+        log.warning("watchdog: model %s harms (%s); %s", model.version, detail, action)
+        wd.reset()
+
     def _refresh_counters(self) -> None:
         if self.region is None:
             return
@@ -274,17 +366,22 @@ class Server:
         try:
             probs = model.run(feats)
         except Exception as e:  # noqa: BLE001 - a failing model must not stop serving
-            self._failed("exception", f"model {model.version} raised {e!r}")
+            self._failed("exception", f"model {model.version} raised {e!r}"[:300], n_live)
             return
         elapsed = time.perf_counter_ns() - t0
         m.infer.observe(elapsed / 1e9)
         # The sum is finite if and only if every value is (values of a few rows: no
         # overflow unless the model is broken anyway).
-        if not np.isfinite(probs.sum(dtype=np.float64)):
-            self._failed("nan", f"model {model.version} gave non-finite output")
+        if probs.shape != (n_live, 3) or not np.isfinite(probs.sum(dtype=np.float64)):
+            self._failed("nan", f"model {model.version} gave non-finite output", n_live)
+            return
+        if (probs.min() < 0 or probs.max() > 1 or np.abs(probs.sum(axis=1) - 1).max()
+                > PROB_SUM_TOLERANCE):
+            self._failed("invalid", f"model {model.version} gave rows that are not "
+                         "probability distributions", n_live)
             return
         if elapsed > self.cfg.max_infer_us * 1000:
-            self._failed("slow", f"batch of {n_live} took {elapsed / 1e3:.0f} us")
+            self._failed("slow", f"batch of {n_live} took {elapsed / 1e3:.0f} us", n_live)
             return
         actions = choose_actions(probs, self.cfg.policy, self._rng)
         assert self.region is not None
@@ -299,32 +396,56 @@ class Server:
         st.verdicts += written
         if written < n_live:
             st.ring_full += n_live - written
+        self.watchdog.observe(recs[:written], actions[:written])
         # One sample per batch, its oldest record: the batch's worst latency.
         m.state_to_verdict.observe(max(0, done - int(recs["ts_ns"][0])) / 1e9)
         if self.on_batch is not None:
             self.on_batch(recs[:written], done)
 
-    def _failed(self, reason: str, message: str) -> None:
+    def _failed(self, reason: str, message: str, n_states: int) -> None:
+        """A batch without verdicts: counted; logged at once the first time, then at
+        most one line per FAIL_LOG_EVERY_S with the counts by reason."""
         self.stats.failures += 1
         self.stats.failures_by_reason[reason] += 1
-        log.warning("no verdicts for this batch: %s", message)
+        self.watchdog.observe_failure(n_states)
+        self._fail_counts[reason] = self._fail_counts.get(reason, 0) + 1
+        self._fail_last = message
+        self._flush_failures(time.monotonic())
+
+    def _flush_failures(self, now: float) -> None:
+        if not self._fail_counts or now - self._fail_logged_at < FAIL_LOG_EVERY_S:
+            return
+        total = sum(self._fail_counts.values())
+        by = ", ".join(f"{k} {v}" for k, v in sorted(self._fail_counts.items()))
+        log.warning("no verdicts for %d batch%s since the last report (%s): %s", total,
+                    "" if total == 1 else "es", by, self._fail_last)
+        self._fail_counts = {}
+        self._fail_logged_at = now
 
     def status(self) -> dict[str, Any]:
         model = self.slot.current
         region = self.region
+        try:
+            guard = self._guard_in_force(region)
+        except ChannelError as e:  # a data path stuck mid-write of its counters
+            guard = None
+            self.channel_error = str(e)
         return {
             "model": {"version": model.version, "producer": model.producer,
                       "path": str(model.path), "sha256": model.sha256,
                       "description": model.description,
                       "verdict_guard": model.verdict_guard},
-            "verdict_guard": self._guard_in_force(region),
+            "verdict_guard": guard,
             "previous_model": self.slot.previous.version if self.slot.previous else None,
             "paused": self.paused,
+            "pause_reason": self.pause_reason,
             "channel": self.cfg.channel,
             "attached": region is not None,
+            "channel_error": self.channel_error,
             "data_path_up": bool(region is not None and region.producer_up),
             "uptime_s": round(time.time() - self.started, 3),
             "states": self.stats.states, "batches": self.stats.batches,
             "verdicts": self.stats.verdicts, "skipped_deadline": self.stats.skipped,
             "model_failures": self.stats.failures,
+            "watchdog": self.watchdog.status(),
         }
