@@ -110,6 +110,9 @@ def _alive(pid: int) -> bool:
 def main(config_path: str | None, **flags: object) -> None:
     """Serve verdicts to an AQM-LLM data path from an ONNX model."""
     overrides = {k: v for k, v in flags.items() if v is not None}
+    if isinstance(overrides.get("model"), str) and overrides["model"]:
+        # The operator's working directory, not the daemon's: absolute from here on.
+        overrides["model"] = os.path.abspath(str(overrides["model"]))
     try:
         cfg = load(config_path, overrides)
     except ConfigError as e:
