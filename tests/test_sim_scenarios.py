@@ -85,3 +85,16 @@ def test_the_step_threshold_reaches_the_core() -> None:
     low = run(parse(base), "dualpi2")
     high = run(parse({**base, "dualpi2": {"step_threshold_us": 3000}}), "dualpi2")
     assert high["step_marks"] < low["step_marks"] / 5
+
+
+def test_the_step_in_packets_and_min_qlen_step_reach_the_core() -> None:
+    # At 10 Mbit/s the 1 ms step marks an L queue of one packet; a step of 2 packets marks
+    # only a longer queue; min_qlen_step above any queue the run builds leaves no step mark.
+    base = {"rate_mbps": 10, "duration_s": 5, "flows": PAIR}
+    time_step = run(parse(base), "dualpi2")
+    pkts = run(parse({**base, "dualpi2": {"step_thresh_pkts": 2}}), "dualpi2")
+    floor = run(parse({**base, "dualpi2": {"min_qlen_step": 10000}}), "dualpi2")
+    assert pkts["core_params"]["step_thresh_pkts"] == 2
+    assert floor["core_params"]["min_qlen_step"] == 10000
+    assert pkts["step_marks"] < time_step["step_marks"] / 2
+    assert floor["step_marks"] == 0 < time_step["step_marks"]

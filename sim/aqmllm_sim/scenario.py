@@ -29,7 +29,13 @@
     ecn = true              # optional
 
     [dualpi2]               # optional: the core's DualPI2 (policies dualpi2 and llm)
-    step_threshold_us = 1000  # L queue step marking threshold
+    step_threshold_us = 1000  # L queue step marking threshold, in time
+    step_thresh_pkts = 0    # nonzero: the step threshold is this many L packets
+                            # instead (Linux's `step_thresh N packets`); at low rates,
+                            # where one packet's serialisation exceeds the time
+                            # threshold, use packets (sim/README.md)
+    min_qlen_step = 0       # no step mark while the L queue holds fewer packets
+    harm_budget_pct = 200   # policy llm: what verdicts may signal beyond DualPI2's own
     target_us = 15000       # PI target delay
     verdict_guard = "dualpi2"  # policy llm: what DualPI2 still decides over a verdict:
                             # none | step (L packets past the step are marked) |
@@ -65,6 +71,9 @@ from aqm_bridge.abi import VERDICT_GUARDS
 CCS = ("dctcp", "cubic", "reno")
 POLICIES = ("dualpi2", "llm", "fifo", "pie", "codel", "fq_codel", "red")
 GUARDS = VERDICT_GUARDS  # aqm_params.verdict_guard
+#: The core's bounds (kmod/core/aqm_core.h: AQM_LIMIT_PKTS_MAX, AQM_HARM_BUDGET_*).
+LIMIT_PKTS_MAX = 16383
+HARM_BUDGET_DEFAULT, HARM_BUDGET_MAX = 200, 1000
 
 
 class ScenarioError(Exception):
@@ -106,6 +115,16 @@ class Scenario:
     step_threshold_us: int = 1000  # the core's DualPI2 (policies dualpi2 and llm)
     target_us: int = 15000
     verdict_guard: str = "dualpi2"  # policy llm: what DualPI2 decides over a verdict (GUARDS)
+    step_thresh_pkts: int = 0      # nonzero: the L step in packets, step_threshold_us unused
+    min_qlen_step: int = 0         # no step mark below this many L packets
+    harm_budget_pct: int = HARM_BUDGET_DEFAULT  # policy llm: verdicts' signal budget
+
+    def step_config(self) -> dict[str, int]:
+        """The core's step settings (the [dualpi2] keys that the best-per-link search
+        varies)."""
+        return {"step_threshold_us": self.step_threshold_us,
+                "step_thresh_pkts": self.step_thresh_pkts,
+                "min_qlen_step": self.min_qlen_step}
 
     def flat(self, policy: str, channel: str = "", llm_latency_us: int = 0) -> str:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
@@ -118,9 +137,12 @@ class Scenario:
             lines += [f"channel {channel}", f"llm_latency_us {llm_latency_us}"]
         if policy in ("dualpi2", "llm"):
             lines += [f"step_threshold_us {self.step_threshold_us}",
-                      f"target_us {self.target_us}"]
+                      f"target_us {self.target_us}",
+                      f"step_thresh_pkts {self.step_thresh_pkts}",
+                      f"min_qlen_step {self.min_qlen_step}"]
         if policy == "llm":
-            lines.append(f"verdict_guard {GUARDS[self.verdict_guard]}")
+            lines += [f"verdict_guard {GUARDS[self.verdict_guard]}",
+                      f"harm_budget_pct {self.harm_budget_pct}"]
         lines += [f"flow {f.cc} {f.rtt_ms} {f.start_s} {f.stop_s} {f.bytes} "
                   f"{-1 if f.ecn is None else int(f.ecn)}" for f in self.flows]
         lines += [f"rate_at {t} {r}" for t, r in self.rate_steps]
@@ -183,6 +205,14 @@ def trace_rate(path: Path, bin_ms: float = 100) -> tuple[list[float], list[float
         counts[min(n - 1, int(t / bin_ms))] += 1
     return ([b * bin_ms / 1000 for b in range(n)],
             [c * 1500 * 8 / (bin_ms / 1000) / 1e6 for c in counts])
+
+
+def _integer(where: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ScenarioError(f"{where}: want an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ScenarioError(f"{where}: {value} is outside [{lo}, {hi}]")
+    return value
 
 
 def _ecn(where: str, value: Any) -> bool | None:
@@ -290,7 +320,9 @@ def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = No
     core = data.get("dualpi2", {})
     if not isinstance(core, dict):
         raise ScenarioError(f"{origin}: dualpi2: want a [dualpi2] table")
-    _check_keys(f"{origin}: dualpi2", core, {"step_threshold_us", "target_us", "verdict_guard"})
+    _check_keys(f"{origin}: dualpi2", core, {"step_threshold_us", "target_us", "verdict_guard",
+                                              "step_thresh_pkts", "min_qlen_step",
+                                              "harm_budget_pct"})
     step_us = int(_number(f"{origin}: dualpi2.step_threshold_us",
                           core.get("step_threshold_us", 1000), 1, 1_000_000))
     target_us = int(_number(f"{origin}: dualpi2.target_us", core.get("target_us", 15000),
@@ -299,9 +331,16 @@ def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = No
     if guard not in GUARDS:
         raise ScenarioError(f"{origin}: dualpi2.verdict_guard: {guard!r}, "
                             f"want one of {', '.join(GUARDS)}")
+    step_pkts = _integer(f"{origin}: dualpi2.step_thresh_pkts",
+                         core.get("step_thresh_pkts", 0), 0, LIMIT_PKTS_MAX)
+    min_qlen = _integer(f"{origin}: dualpi2.min_qlen_step", core.get("min_qlen_step", 0), 0,
+                        LIMIT_PKTS_MAX)
+    budget = _integer(f"{origin}: dualpi2.harm_budget_pct",
+                      core.get("harm_budget_pct", HARM_BUDGET_DEFAULT), 0, HARM_BUDGET_MAX)
     name = data.get("name", origin)
     return Scenario(str(name), rate, duration, ecn, seed, tuple(flows), tuple(steps), loss,
-                    tuple(udp), trace_path, step_us, target_us, guard)
+                    tuple(udp), trace_path, step_us, target_us, guard, step_pkts, min_qlen,
+                    budget)
 
 
 def load(path: str | Path) -> Scenario:

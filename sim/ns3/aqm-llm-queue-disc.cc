@@ -55,6 +55,24 @@ AqmLlmQueueDisc::GetTypeId()
                           UintegerValue(1000),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_stepThreshUs),
                           MakeUintegerChecker<uint32_t>(1, 1000000))
+            .AddAttribute("StepThresholdPkts",
+                          "Nonzero: the L step threshold is this many L packets, "
+                          "StepThresholdUs ignored (aqm_params.step_thresh_pkts)",
+                          UintegerValue(0),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_stepThreshPkts),
+                          MakeUintegerChecker<uint32_t>(0, AQM_LIMIT_PKTS_MAX))
+            .AddAttribute("MinQlenStep",
+                          "No step mark while the L queue holds fewer packets "
+                          "(aqm_params.min_qlen_step)",
+                          UintegerValue(0),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_minQlenStep),
+                          MakeUintegerChecker<uint32_t>(0, AQM_LIMIT_PKTS_MAX))
+            .AddAttribute("HarmBudgetPct",
+                          "What model verdicts may signal beyond DualPI2's own, in % "
+                          "(aqm_params.harm_budget_pct)",
+                          UintegerValue(AQM_HARM_BUDGET_DEFAULT),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_harmBudgetPct),
+                          MakeUintegerChecker<uint32_t>(0, AQM_HARM_BUDGET_MAX))
             .AddAttribute("TargetUs",
                           "PI target delay (us)",
                           UintegerValue(15000),
@@ -111,6 +129,9 @@ AqmLlmQueueDisc::AqmLlmQueueDisc()
       m_bytesSent(0),
       m_seed(1),
       m_stepThreshUs(1000),
+      m_stepThreshPkts(0),
+      m_minQlenStep(0),
+      m_harmBudgetPct(AQM_HARM_BUDGET_DEFAULT),
       m_targetUs(15000),
       m_verdictGuard(AQM_GUARD_DUALPI2),
       m_inferenceLatencyUs(0),
@@ -163,6 +184,9 @@ AqmLlmQueueDisc::InitializeParams()
     struct aqm_params p;
     aqm_params_default(&p);
     p.step_thresh_ns = m_stepThreshUs * 1000u;
+    p.step_thresh_pkts = m_stepThreshPkts;
+    p.min_qlen_step = m_minQlenStep;
+    p.harm_budget_pct = m_harmBudgetPct;
     p.target_ns = m_targetUs * 1000u;
     // Without aqmllmd the verdicts are a behaviour policy's (PIE, explore), and a
     // recording must hold that policy's own decisions.

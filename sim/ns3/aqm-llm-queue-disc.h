@@ -62,6 +62,9 @@ class AqmLlmQueueDisc : public QueueDisc
     uint64_t m_bytesSent;
     uint32_t m_seed;
     uint32_t m_stepThreshUs;
+    uint32_t m_stepThreshPkts;
+    uint32_t m_minQlenStep;
+    uint32_t m_harmBudgetPct;
     uint32_t m_targetUs;
     uint32_t m_verdictGuard;
     // The llm policy: a channel region in POSIX shared memory served by aqmllmd.

@@ -24,6 +24,9 @@
  *   timeseries <path> / interval_s <s> / sojourns <path> / record <path>
  *   channel <shm name> / llm_latency_us <us>   (policy llm)
  *   step_threshold_us <us> / target_us <us>    (the core's DualPI2, dualpi2 and llm)
+ *   step_thresh_pkts <n> / min_qlen_step <n>   (the core: L step in packets when
+ *                                         nonzero; no step mark below n L packets)
+ *   harm_budget_pct <pct>                (the core: verdicts' signal budget, llm)
  *   verdict_guard <AQM_GUARD_*: 0-2>     (llm: what DualPI2 decides over a verdict)
  *   progress_s <s>                       (print "progress <t>" to stdout)
  *
@@ -88,6 +91,9 @@ struct Scenario
     uint32_t llmLatencyUs = 0; // llm policy: emulated inference latency
     uint32_t stepThresholdUs = 1000; // the core: L queue step marking threshold
     uint32_t targetUs = 15000;       // the core: PI target delay
+    uint32_t stepThreshPkts = 0;     // the core: nonzero, the L step in packets
+    uint32_t minQlenStep = 0;        // the core: no step mark below this L qlen
+    uint32_t harmBudgetPct = AQM_HARM_BUDGET_DEFAULT; // the core: verdicts' budget
     uint32_t verdictGuard = AQM_GUARD_DUALPI2; // the core: DualPI2 over a verdict
     std::vector<FlowSpec> flows;
     std::vector<std::pair<double, double>> rateAt; // (time s, Mbit/s)
@@ -154,6 +160,14 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.llmLatencyUs);
         else if (key == "step_threshold_us")
             ok = static_cast<bool>(ls >> s.stepThresholdUs) && s.stepThresholdUs >= 1;
+        else if (key == "step_thresh_pkts")
+            ok = static_cast<bool>(ls >> s.stepThreshPkts) &&
+                 s.stepThreshPkts <= AQM_LIMIT_PKTS_MAX;
+        else if (key == "min_qlen_step")
+            ok = static_cast<bool>(ls >> s.minQlenStep) && s.minQlenStep <= AQM_LIMIT_PKTS_MAX;
+        else if (key == "harm_budget_pct")
+            ok = static_cast<bool>(ls >> s.harmBudgetPct) &&
+                 s.harmBudgetPct <= AQM_HARM_BUDGET_MAX;
         else if (key == "target_us")
             ok = static_cast<bool>(ls >> s.targetUs) && s.targetUs >= 1;
         else if (key == "verdict_guard")
@@ -774,7 +788,9 @@ main(int argc, char* argv[])
                              "RecordPath", StringValue(sc.record), "StepThresholdUs",
                              UintegerValue(sc.stepThresholdUs), "TargetUs",
                              UintegerValue(sc.targetUs), "Behaviour", StringValue(sc.behaviour),
-                             "ExploreRate", DoubleValue(sc.exploreRate));
+                             "ExploreRate", DoubleValue(sc.exploreRate), "StepThresholdPkts",
+                             UintegerValue(sc.stepThreshPkts), "MinQlenStep",
+                             UintegerValue(sc.minQlenStep));
     else if (sc.policy == "llm")
     {
         NS_ABORT_MSG_IF(sc.channel.empty(), "policy llm needs a channel");
@@ -784,7 +800,10 @@ main(int argc, char* argv[])
                              StringValue(sc.record), "StepThresholdUs",
                              UintegerValue(sc.stepThresholdUs), "TargetUs",
                              UintegerValue(sc.targetUs), "VerdictGuard",
-                             UintegerValue(sc.verdictGuard));
+                             UintegerValue(sc.verdictGuard), "StepThresholdPkts",
+                             UintegerValue(sc.stepThreshPkts), "MinQlenStep",
+                             UintegerValue(sc.minQlenStep), "HarmBudgetPct",
+                             UintegerValue(sc.harmBudgetPct));
     }
     else if (sc.policy == "fifo")
         tch.SetRootQueueDisc("ns3::FifoQueueDisc", "MaxSize", StringValue("1000p"));
@@ -969,6 +988,12 @@ main(int argc, char* argv[])
             << ", \"verdicts_late\": " << c.verdicts_late
             << ", \"states_published\": " << c.states_published
             << ", \"states_lost\": " << c.states_lost
+            << ", \"verdicts_capped\": [" << c.verdicts_capped[0] << ", "
+            << c.verdicts_capped[1] << "], \"states_slot_busy\": " << c.states_slot_busy
+            << ", \"core_params\": {\"step_threshold_us\": " << sc.stepThresholdUs
+            << ", \"step_thresh_pkts\": " << sc.stepThreshPkts
+            << ", \"min_qlen_step\": " << sc.minQlenStep << ", \"target_us\": " << sc.targetUs
+            << ", \"harm_budget_pct\": " << sc.harmBudgetPct << "}"
             << ", \"verdict_timeouts\": " << ours->VerdictTimeouts()
             << ", \"recorded\": " << ours->Recorded();
     }
