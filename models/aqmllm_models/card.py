@@ -168,7 +168,7 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         "## Limits",
         "",
-        "- Where the model loses shows in the seed-by-seed table above; models/README.md",
+        "- Where the model loses shows in the seed-by-seed table above; models/EXPERIMENTS.md",
         "  gives what was measured about why, run by run.",
         "- Decisions are taken at enqueue from the state then; DualPI2 decides at dequeue",
         "  from the packet's own sojourn.",

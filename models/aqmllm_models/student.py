@@ -50,7 +50,7 @@ QUEUES = ("both", "classic", "coupled")
 COUPLING = 2.0
 #: Floor under the prior's probabilities. It is also a random drop and mark rate on
 #: every packet where DualPI2 would do nothing: 1e-3 cost CUBIC a sixth of a 50 Mbit/s
-#: link in closed loop (models/README.md). A correction of 14 nats overrides 1e-6.
+#: link in closed loop (models/EXPERIMENTS.md). A correction of 14 nats overrides 1e-6.
 PRIOR_EPS = 1e-6
 #: DualPI2's PI-driven part waits for 2 MTU of backlog (kmod/core/aqm_core.c), in kB.
 FLOOR_KBYTES = 3.0
@@ -193,7 +193,7 @@ def classic_signal(x: torch.Tensor, r_ect: torch.Tensor, r_not: torch.Tensor) ->
     one, `r_not` for a Not-ECT one, mixed by the recent classic packets' Not-ECT share.
     Coupling the ECT(0) signal alone into the L4S queue where the classic flow is Not-ECT
     and gets (almost) nothing slowed DCTCP and lengthened that CUBIC's tail
-    (models/README.md, seventh session)."""
+    (models/EXPERIMENTS.md, 2026-12-02)."""
     share = _col(x, "hist_c_not_ect_share").clamp(0, 1)
     return (1 - share) * r_ect + share * r_not
 

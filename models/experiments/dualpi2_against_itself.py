@@ -1,7 +1,7 @@
 """Could DualPI2 with other parameters pass the promotion gate against the default one?
 
 Runs the core's DualPI2 on every held-out scenario with several PI targets and L4S step
-thresholds, seeds 1-3, and prints the mean of each (models/README.md, fourth session).
+thresholds, seeds 1-3, and prints the mean of each (models/EXPERIMENTS.md, 2026-11-25).
 
     python models/experiments/dualpi2_against_itself.py [--jobs 2]
 """

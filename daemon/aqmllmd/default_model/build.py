@@ -39,7 +39,7 @@ LINK_BPS = 20e6
 #: unlike real traffic's (its classic packets mix Not-ECT and ECT(0) at random, so the
 #: Not-ECT share is about 0.4, where real classic flows give 0 or 1): the fit leaves
 #: them out, else it learns a spurious link and extrapolates. With the share fitted, the
-#: interim model kept a 50 Mbit/s link 22 % busy in closed loop (models/README.md).
+#: interim model kept a 50 Mbit/s link 22 % busy in closed loop (models/EXPERIMENTS.md).
 NOT_FITTED = ("hist_c_not_ect_share",)
 
 
