@@ -228,3 +228,47 @@ def test_a_foreign_region_is_refused_with_its_reason(tmp_path: Path, garbage: by
         assert reason.lower() in server.status()["channel_error"].lower()
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_a_slow_model_does_not_hold_the_control_plane(tmp_path: Path) -> None:
+    """set_model validates on a worker, killed after validate_timeout_s; status, pause
+    and the rest are answered meanwhile, and a second validation is refused."""
+    import threading
+
+    import msgpack
+
+    from aqmllmd import hostile
+
+    endpoint = f"ipc://{tmp_path}/ctl.sock"
+    cfg = load(None, {"channel": str(tmp_path / "none"), "control": endpoint, "metrics": "",
+                      "validate_timeout_s": 8})
+    server = Server(cfg, load_model(INTERIM_MODEL), Metrics(lambda: None))
+    cp = ControlPlane(server, endpoint)
+    cp.start()
+    slow = hostile.write("slow", tmp_path / "slow.onnx")
+    result: dict = {}
+
+    def set_slow() -> None:
+        c = Client(endpoint, timeout_ms=60_000)
+        try:
+            result.update(c.raw(msgpack.packb({"cmd": "set_model",
+                                               "args": {"path": str(slow)}})))
+        finally:
+            c.close()
+
+    t = threading.Thread(target=set_slow)
+    t.start()
+    client = Client(endpoint, timeout_ms=3000)
+    try:
+        time.sleep(1)
+        assert client.call("status")["model"]["version"] == "interim-dualpi2-fit-1"
+        assert client.call("pause")["paused"]
+        reply = client.raw(msgpack.packb({"cmd": "set_model", "args": {"path": str(slow)}}))
+        assert not reply["ok"] and "being validated" in reply["error"]
+        t.join(timeout=60)
+        assert not result["ok"] and "did not finish in 8 s" in result["error"]
+        assert client.call("status")["model"]["version"] == "interim-dualpi2-fit-1"
+    finally:
+        server.stop_event.set()
+        client.close()
+        cp.stop()

@@ -352,7 +352,7 @@ class Server:
         feats = features.compute(recs, self._history)  # history sees every record
         st.states += n
         m.batch_size.observe(n)
-        if self.paused:
+        if self.paused and self.pause_reason is None:
             return
         live = recs["deadline_ns"] > time.monotonic_ns()
         n_live = int(np.count_nonzero(live))
@@ -361,6 +361,12 @@ class Server:
             if not n_live:
                 return
             recs, feats = recs[live], feats[live]
+        if self.paused:
+            # The watchdog's pause: the model stays out of it, and the data path ignores
+            # verdicts; placeholders still answer hosts that wait for every verdict
+            # (ns-3's closed loop), which would otherwise stall a second per packet.
+            self._write(recs, np.zeros(n_live, np.uint32), 0)
+            return
         model = self.slot.current
         t0 = time.perf_counter_ns()
         try:
@@ -384,12 +390,8 @@ class Server:
             self._failed("slow", f"batch of {n_live} took {elapsed / 1e3:.0f} us", n_live)
             return
         actions = choose_actions(probs, self.cfg.policy, self._rng)
-        assert self.region is not None
-        try:
-            written = self.region.write_verdicts(recs["seq"], actions, model_tag(model))
-        except ChannelError as e:
-            log.error("verdict ring refused: %s; reattaching", e)
-            self._detach()
+        written = self._write(recs, actions, model_tag(model))
+        if written is None:
             return
         done = time.monotonic_ns()
         st.batches += 1
@@ -401,6 +403,15 @@ class Server:
         m.state_to_verdict.observe(max(0, done - int(recs["ts_ns"][0])) / 1e9)
         if self.on_batch is not None:
             self.on_batch(recs[:written], done)
+
+    def _write(self, recs: np.ndarray, actions: np.ndarray, tag: int) -> int | None:
+        assert self.region is not None
+        try:
+            return self.region.write_verdicts(recs["seq"], actions, tag)
+        except ChannelError as e:
+            log.error("verdict ring refused: %s; reattaching", e)
+            self._detach()
+            return None
 
     def _failed(self, reason: str, message: str, n_states: int) -> None:
         """A batch without verdicts: counted; logged at once the first time, then at
