@@ -28,30 +28,58 @@ from aqm_bridge.demo import HOST, compare, demo_options
 
 
 def run_host(args: list[str], with_daemon: bool) -> dict[str, Any]:
-    if not HOST.is_file():
-        raise click.ClickException(f"{HOST} missing: run `make` first")
     if not with_daemon:
+        if not HOST.is_file():
+            raise click.ClickException(f"{HOST} missing: run `make` first")
         out = subprocess.run([str(HOST), *args, "--no-channel", "--json"], check=True,
                              capture_output=True, text=True).stdout
         return json.loads(out)
+    return run_with_daemon(args)[0]
+
+
+def run_with_daemon(args: list[str], model: str | None = None,
+                    daemon_args: list[str] | None = None,
+                    log: Path | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The data path with aqmllmd (serving `model`, or its default) in the loop: the
+    host's report, and the daemon's status once the run is over (None if it had died)."""
+    if not HOST.is_file():
+        raise click.ClickException(f"{HOST} missing: run `make` first")
     name = f"aqm-demo-{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmp:
         host = subprocess.Popen([str(HOST), *args, "--shm", name, "--wait-consumer", "10",
                                  "--json"], stdout=subprocess.PIPE, text=True)
         while not Path("/dev/shm", name).exists() and host.poll() is None:
             time.sleep(0.01)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "aqmllmd.main", "--channel", f"/dev/shm/{name}",
-             "--control", f"ipc://{tmp}/ctl.sock", "--metrics", ""],
-            stderr=subprocess.DEVNULL)
-        try:
-            out, _ = host.communicate(timeout=300)
-        finally:
-            daemon.terminate()
-            daemon.wait(timeout=10)
+        control = f"ipc://{tmp}/ctl.sock"
+        cmd = [sys.executable, "-m", "aqmllmd.main", "--channel", f"/dev/shm/{name}",
+               "--control", control, "--metrics", "", *(daemon_args or [])]
+        if model:
+            cmd += ["--model", model]
+        with open(log or os.devnull, "w") as err:
+            daemon = subprocess.Popen(cmd, stderr=err)
+            status = None
+            try:
+                out, _ = host.communicate(timeout=300)
+                if daemon.poll() is None:
+                    status = _status(control)
+            finally:
+                daemon.terminate()
+                daemon.wait(timeout=10)
     if host.returncode != 0:
         raise click.ClickException(f"aqm-host failed (exit {host.returncode})")
-    return json.loads(out)
+    return json.loads(out), status
+
+
+def _status(control: str) -> dict[str, Any] | None:
+    from .ctl import Client
+
+    client = Client(control, timeout_ms=5000)
+    try:
+        return client.call("status")
+    except click.ClickException:
+        return None
+    finally:
+        client.close()
 
 
 @click.command()

@@ -310,6 +310,7 @@ class Server:
         wd = self.watchdog
         model = self.slot.current
         detail = wd.describe(reason)
+        wd.trips[reason] += 1
         wd.quarantined[model.sha256] = model.version
         target = None
         if wd.cfg.action == "rollback":

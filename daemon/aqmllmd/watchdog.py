@@ -126,7 +126,6 @@ class Watchdog:
         self.strikes = self.strikes + 1 if reason else 0
         if reason and self.strikes >= self.cfg.windows:
             self.strikes = 0
-            self.trips[reason] += 1
             return reason
         return None
 

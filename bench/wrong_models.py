@@ -1,0 +1,136 @@
+"""What a wrong model costs: delivered rate with each hostile model in the loop, against
+DualPI2 alone, on the main job's load and on an ns-3 scenario.
+
+    .venv/bin/python bench/wrong_models.py [--duration 5] [--sim-duration 5] [--json]
+
+The main job (`make run`'s load: build/aqm-host, 100 Mbit/s, 20 ms, 2 scalable + 1
+classic ECN + 1 classic flow) runs with DualPI2 alone, then with aqmllmd serving the
+shipped default model and each hostile model of `aqmllmd.hostile` (always-drop,
+always-mark, uniform, adversarial), each with the daemon's harm watchdog on (the default)
+and off (what the core's harm budget holds alone). The ns-3 scenario
+(sim/scenarios/l4s-50m-20ms.toml, shortened to --sim-duration) runs `--policy dualpi2`,
+then `--policy llm --model M` for the same models, watchdog on. Each line: delivered
+Mbit/s, its share of DualPI2 alone's, the watchdog's trips and what it did. Not a test:
+figures go to daemon/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aqm_bridge._ffi import REPO_ROOT
+from aqmllmd import hostile
+from aqmllmd.default_model import DEFAULT_MODEL
+from aqmllmd.demo import run_host, run_with_daemon
+
+HOSTILE = ("always-drop", "always-mark", "uniform", "adversarial")
+SCENARIO = REPO_ROOT / "sim" / "scenarios" / "l4s-50m-20ms.toml"
+SIM = [str(Path(sys.executable).parent / "aqmllm-sim")]
+
+
+def main_job_args(duration: float) -> list[str]:
+    return ["--duration", str(duration), "--rate-mbps", "100", "--rtt-ms", "20", "--l4s", "2",
+            "--classic-ecn", "1", "--classic", "1"]
+
+
+def _trips(status: dict[str, Any] | None) -> dict[str, Any]:
+    if status is None:
+        return {"watchdog_trips": None, "watchdog_action": "daemon gone"}
+    wd = status["watchdog"]
+    return {"watchdog_trips": sum(wd["trips"].values()),
+            "watchdog_action": (wd["last_trip"] or {}).get("action", ""),
+            "served_at_end": status["model"]["version"], "paused_at_end": status["paused"]}
+
+
+def main_job(models: dict[str, str], duration: float, tmp: Path) -> list[dict[str, Any]]:
+    args = main_job_args(duration)
+    rows = [{"load": "main job", "model": "DualPI2 alone", "watchdog": "-",
+             "delivered_mbps": run_host(args, False)["delivered_mbps"]}]
+    off = tmp / "watchdog-off.toml"
+    off.write_text("[watchdog]\nenabled = false\n")
+    for name, path in models.items():
+        for watchdog in (True, False):
+            if name == "default" and not watchdog:
+                continue
+            report, status = run_with_daemon(
+                args, model=path, daemon_args=[] if watchdog else ["-c", str(off)],
+                log=tmp / f"{name}-{watchdog}.log")
+            rows.append({"load": "main job", "model": name,
+                         "watchdog": "on" if watchdog else "off",
+                         "delivered_mbps": report["delivered_mbps"],
+                         "model_share": report["model_share"],
+                         "verdicts_capped": sum(report.get("verdicts_capped", [0, 0])),
+                         **_trips(status)})
+    return rows
+
+
+def ns3(models: dict[str, str], duration: float, tmp: Path) -> list[dict[str, Any]]:
+    scenario = tomllib.loads(SCENARIO.read_text())
+    text = SCENARIO.read_text().replace(f"duration_s = {scenario['duration_s']}",
+                                        f"duration_s = {duration:g}")
+    short = tmp / "scenario.toml"
+    short.write_text(text)
+    rows = []
+    for name, path in {"DualPI2 alone": "", **models}.items():
+        cmd = [*SIM, "run", str(short), "--json", "-q"]
+        cmd += ["--policy", "dualpi2"] if not path else ["--policy", "llm", "--model", path]
+        t0 = time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True)
+        r = json.loads(out.stdout)
+        rows.append({"load": f"ns-3 {scenario['name']} {duration:g} s", "model": name,
+                     "watchdog": "on" if path else "-",
+                     "delivered_mbps": round(sum(f["throughput_mbps"] for f in r["flows"]), 3),
+                     "utilisation": r["utilisation"],
+                     "verdicts_capped": sum(r.get("verdicts_capped", [0, 0])),
+                     "verdict_timeouts": r.get("verdict_timeouts"),
+                     "wall_s": round(time.monotonic() - t0, 1)})
+    return rows
+
+
+@click.command()
+@click.option("--duration", default=5.0, show_default=True, help="main job: seconds per run")
+@click.option("--sim-duration", default=5.0, show_default=True,
+              help="ns-3: simulated seconds per run (0: skip ns-3)")
+@click.option("--only", multiple=True, type=click.Choice(("default", *HOSTILE)),
+              help="only these models")
+@click.option("--json", "as_json", is_flag=True)
+def main(duration: float, sim_duration: float, only: tuple[str, ...], as_json: bool) -> None:
+    """Delivered rate with wrong models in the loop, against DualPI2 alone."""
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        os.chmod(tmp, 0o755)
+        models = {"default": str(DEFAULT_MODEL)}
+        models.update({k: str(hostile.write(k, tmp / f"{k}.onnx")) for k in HOSTILE})
+        if only:
+            models = {k: v for k, v in models.items() if k in only}
+        rows = main_job(models, duration, tmp)
+        if sim_duration > 0:
+            rows += ns3(models, sim_duration, tmp)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    base: dict[str, float] = {}
+    for r in rows:
+        if r["model"] == "DualPI2 alone":
+            base[r["load"]] = r["delivered_mbps"]
+        share = 100 * r["delivered_mbps"] / base[r["load"]]
+        extra = ""
+        if r.get("watchdog_trips") is not None:
+            extra = f"  trips {r['watchdog_trips']} {r.get('watchdog_action', '')}"
+        click.echo(f"{r['load']:<24} {r['model']:<14} watchdog {r['watchdog']:<3} "
+                   f"{r['delivered_mbps']:7.2f} Mbit/s {share:6.1f} %  capped "
+                   f"{r.get('verdicts_capped', 0)}{extra}")
+
+
+if __name__ == "__main__":
+    main()
