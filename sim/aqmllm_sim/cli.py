@@ -11,6 +11,7 @@ from tqdm import tqdm
 from .runner import RunError, run
 from .scenario import POLICIES, ScenarioError, load
 from .sweep import sweep
+from .tune import TUNING_SEEDS, save, tune, write_step
 
 
 def _scenario(path: str):  # noqa: ANN202
@@ -247,6 +248,61 @@ def sweep_cmd(scenarios: tuple[str, ...], policies: str, jobs: int, ray_address:
     click.echo(f"{'scenario':28} {HEADER}")
     for r in results:
         click.echo(f"{r['scenario']:28} {_row(r)}")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"want comma-separated integers, got {text!r}") from e
+    if not seeds or min(seeds) < 1:
+        raise click.BadParameter(f"want positive seeds, got {text!r}")
+    return seeds
+
+
+@cli.command("tune-dualpi2")
+@click.argument("scenarios", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--seeds", default=",".join(map(str, TUNING_SEEDS)), show_default=True,
+              help="tuning seeds: never those of a comparison")
+@click.option("--jobs", default=2, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="tune.json and tune.md (every candidate's means)")
+@click.option("--write", is_flag=True,
+              help="put each scenario's choice in its [dualpi2] table")
+def tune_cmd(scenarios: tuple[Path, ...], seeds: str, jobs: int, out: Path,
+             write: bool) -> None:
+    """The best DualPI2 step settings per SCENARIO (sim/aqmllm_sim/tune.py)."""
+    seed_list = _seeds(seeds)
+    for s in scenarios:
+        _scenario(str(s))
+    try:
+        chosen = tune(list(scenarios), seed_list, jobs)
+    except (RunError, ScenarioError) as e:
+        raise click.ClickException(str(e)) from e
+    save(chosen, out)
+    note = (f"best DualPI2 step for this link: aqmllm-sim tune-dualpi2, seeds "
+            f"{','.join(map(str, seed_list))} (sim/README.md)")
+    for name, c in sorted(chosen.items()):
+        click.echo(f"{name:36} {c['chosen']}")
+        if write:
+            write_step(Path(c["path"]), c["config"], note)
+    click.echo(f"-> {out / 'tune.md'}")
+
+
+@cli.command("generate")
+@click.option("--seed", type=int, required=True)
+@click.option("--count", type=int, required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def generate_cmd(seed: int, count: int, out: Path) -> None:
+    """Randomised training scenarios (sim/aqmllm_sim/generate.py); never a held-out trace."""
+    from .generate import GenerateError, generate
+
+    try:
+        paths = generate(seed, count, out)
+    except (GenerateError, ScenarioError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{len(paths)} scenarios -> {out}")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
     if progress is not None:
         progress(scenario.duration_s)
     result["scenario"] = scenario.name
+    result["policy"] = policy  # dualpi2-default runs as dualpi2 in the runner
     result.update(throughput_summary(result["flows"], scenario.duration_s))
     if policy == "llm":
         result["inference_latency_us"] = inference_latency_us

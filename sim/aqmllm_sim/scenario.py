@@ -69,7 +69,10 @@ from typing import Any
 from aqm_bridge.abi import VERDICT_GUARDS
 
 CCS = ("dctcp", "cubic", "reno")
-POLICIES = ("dualpi2", "llm", "fifo", "pie", "codel", "fq_codel", "red")
+POLICIES = ("dualpi2", "dualpi2-default", "llm", "fifo", "pie", "codel", "fq_codel", "red")
+#: dualpi2-default: the core's DualPI2 with Linux's step defaults (1 ms, no
+#: min_qlen_step), whatever the scenario's [dualpi2] table says; dualpi2 uses the table.
+LINUX_STEP = {"step_threshold_us": 1000, "step_thresh_pkts": 0, "min_qlen_step": 0}
 GUARDS = VERDICT_GUARDS  # aqm_params.verdict_guard
 #: The core's bounds (kmod/core/aqm_core.h: AQM_LIMIT_PKTS_MAX, AQM_HARM_BUDGET_*).
 LIMIT_PKTS_MAX = 16383
@@ -130,16 +133,19 @@ class Scenario:
         """The runner's input (sim/ns3/aqm-sim.cc)."""
         if policy not in POLICIES:
             raise ScenarioError(f"policy {policy!r}: want one of {', '.join(POLICIES)}")
+        step = self.step_config()
+        if policy == "dualpi2-default":
+            policy, step = "dualpi2", dict(LINUX_STEP)
         lines = [f"rate_mbps {self.rate_mbps}", f"duration_s {self.duration_s}",
                  f"policy {policy}", f"classic_ecn {int(self.classic_ecn)}",
                  f"seed {self.seed}"]
         if channel:
             lines += [f"channel {channel}", f"llm_latency_us {llm_latency_us}"]
         if policy in ("dualpi2", "llm"):
-            lines += [f"step_threshold_us {self.step_threshold_us}",
+            lines += [f"step_threshold_us {step['step_threshold_us']}",
                       f"target_us {self.target_us}",
-                      f"step_thresh_pkts {self.step_thresh_pkts}",
-                      f"min_qlen_step {self.min_qlen_step}"]
+                      f"step_thresh_pkts {step['step_thresh_pkts']}",
+                      f"min_qlen_step {step['min_qlen_step']}"]
         if policy == "llm":
             lines += [f"verdict_guard {GUARDS[self.verdict_guard]}",
                       f"harm_budget_pct {self.harm_budget_pct}"]
