@@ -12,16 +12,30 @@
  *	dnctl queue 1 config sched 1
  *
  * Each instance runs one portable core (kmod/core) on two mbuf queues; each
- * packet carries its struct aqm_pkt in an mbuf tag.  /dev/aqm_llm maps the
- * channel region (allocated once, at load) to aqmllmd, and its ioctls attach
- * the region to an instance, read counters and get or set parameters.
+ * packet carries its struct aqm_pkt in an mbuf tag placed after dummynet's.
+ * /dev/aqm_llm maps the channel region (allocated once, at load) to aqmllmd.
  *
- * Locking: dummynet calls enqueue/dequeue/new_sched/free_sched with its own
- * lock held.  Each instance has a mutex for its core, taken in the packet
- * path and by its tick callout; the module mutex protects the instance list
- * and the attachment.  Order: dummynet lock, module mutex, instance mutex.
- * Nothing here sleeps under a lock; allocations in dummynet context are
- * M_NOWAIT.
+ * The single-queue contract: the scheduler is not DN_MULTIQUEUE, so dummynet
+ * treats the start of the instance's private area as a struct dn_queue (it
+ * reads its length to decide whether the instance is idle, its flowset and
+ * AQM status when it destroys it, and hands it to a flowset AQM's init).  As
+ * in dn_sched_fifo.c, that queue is really there, and its statistics and
+ * the instance's are kept current: they are what `dnctl sched show` prints.
+ *
+ * Lifetime: dummynet creates an instance with the first packet and destroys
+ * it when idle (net.inet.ip.dummynet.expire), on reconfiguration and on
+ * deletion.  The region belongs to a scheduler number, not to an instance:
+ * it serves the oldest live instance of that number and moves to the next
+ * (or the next created) when that one goes.  The state of an instance is
+ * allocated with its first enqueued packet, so an instance dummynet frees
+ * without free_sched (a flowset AQM whose init failed) holds nothing.
+ *
+ * Locking: dummynet calls every scheduler method with its lock held.  The
+ * module mutex protects the instance list, the scheduler list and the
+ * attachment; each instance's mutex protects its core and queues and is
+ * taken by its tick callout.  Order: dummynet lock, module mutex, instance
+ * mutex.  Nothing here sleeps under a lock; allocations in dummynet context
+ * are M_NOWAIT.
  */
 
 #include "aqm_llm_os.h"
@@ -31,37 +45,61 @@
 
 #define	AQM_LLM_NAME		"aqm_llm"
 #define	AQM_LLM_TYPE		0x41514d4c	/* unique dummynet type id */
+#define	AQM_LLM_SCHED_MAX	65535		/* DN_MAX_ID - 1 */
 #define	MTAG_AQM_LLM		1745913001	/* mbuf tag cookie */
 #define	AQM_LLM_TICK_SBT	(10 * SBT_1MS)
 
 static MALLOC_DEFINE(M_AQMLLM, "aqm_llm", "AQM-LLM scheduler");
 
 #ifndef AQM_LLM_HARNESS
-/* aqm_bridge.channel.AQMLLM_ATTACH hard-codes this number. */
-AQM_STATIC_ASSERT(AQMLLM_ATTACH == 0x80045102ul, "AQMLLM_ATTACH number");
+/* aqm_bridge.channel hard-codes these numbers. */
+_Static_assert(AQMLLM_ATTACH == 0x80045102ul, "AQMLLM_ATTACH number");
+_Static_assert(AQMLLM_INFO == 0x40405101ul, "AQMLLM_INFO number");
 #endif
 
+/* The state of one instance, allocated with its first packet. */
 struct aqm_llm_state {
 	struct mtx		 mtx;
 	struct callout		 tick;
 	struct aqm_core		*core;
 	struct mq		 q[AQM_NQUEUES];
+	uint64_t		 id;		/* module-wide, from 1 */
 	int			 sched_nr;
 	int			 dying;
-	LIST_ENTRY(aqm_llm_state) link;
+	TAILQ_ENTRY(aqm_llm_state) link;	/* oldest first */
 };
 
-/* The per-instance area dummynet allocates after struct dn_sch_inst. */
+/* The instance as dummynet allocates it: si_datalen covers q and st. */
 struct aqm_llm_si {
-	struct dn_sch_inst	 _si;
+	struct dn_sch_inst	 si;
+	struct dn_queue		 q;	/* (si + 1): the single-queue contract */
 	struct aqm_llm_state	*st;
 };
+_Static_assert(__offsetof(struct aqm_llm_si, q) ==
+    sizeof(struct dn_sch_inst), "dummynet reads a dn_queue at (si + 1)");
+
+/* A configured scheduler's private area (schk_datalen). */
+struct aqm_llm_schk {
+	LIST_ENTRY(aqm_llm_schk) link;
+	int			 linked;
+	int			 sched_nr;
+	struct aqm_params	 params;	/* the next instance's */
+};
+
+#define	AQM_LLM_SI(si)		((struct aqm_llm_si *)(si))
+#define	AQM_LLM_SCHK(s)		((struct aqm_llm_schk *)((s) + 1))
 
 static struct mtx aqm_llm_mtx;
-static LIST_HEAD(, aqm_llm_state) aqm_llm_list =
-    LIST_HEAD_INITIALIZER(aqm_llm_list);
-static struct aqm_llm_state *aqm_llm_attached;
+static TAILQ_HEAD(, aqm_llm_state) aqm_llm_list =
+    TAILQ_HEAD_INITIALIZER(aqm_llm_list);
+static LIST_HEAD(, aqm_llm_schk) aqm_llm_scheds =
+    LIST_HEAD_INITIALIZER(aqm_llm_scheds);
 static int aqm_llm_instances;
+static uint64_t aqm_llm_next_id;
+static int aqm_llm_attached_sched = -1;	/* the region's scheduler */
+static struct aqm_llm_state *aqm_llm_served;	/* its oldest instance */
+static uint64_t aqm_llm_attach_ns;
+static uint32_t aqm_llm_attach_count;
 static volatile u_int aqm_llm_mapped;
 static volatile u_int aqm_llm_pending_frees;
 static void *aqm_llm_region;
@@ -69,9 +107,11 @@ static uint64_t aqm_llm_region_size;
 static struct aqm_chan aqm_llm_chan;
 static struct cdev *aqm_llm_cdev;
 static struct aqm_params aqm_llm_defaults;
+static struct sysctl_ctx_list aqm_llm_sysctl_ctx;
+static struct dn_alg aqm_llm_desc;
 
-static u_int aqm_llm_state_ring = 65536;
-static u_int aqm_llm_verdict_ring = 65536;
+static int aqm_llm_state_ring = 65536;
+static int aqm_llm_verdict_ring = 65536;
 
 static uint64_t
 aqm_llm_now(void)
@@ -80,27 +120,37 @@ aqm_llm_now(void)
 	return ((uint64_t)sbttons(sbinuptime()));
 }
 
+static void
+aqm_llm_set_oid(struct dn_id *o, int type, int len)
+{
+
+	o->type = (uint8_t)type;
+	o->len = (uint16_t)len;
+	o->subtype = 0;
+}
+
 /* -- packet metadata ------------------------------------------------------- */
 
 /*
- * ECN codepoint of a layer-3 packet (dummynet's usual case).  A packet
- * whose IP header is not in the first mbuf, or a layer-2 frame, reads as
- * Not-ECT and goes to the classic queue.
+ * ECN codepoint of a packet whose IP header starts where dummynet's tag
+ * says (after the Ethernet header on the layer-2 path).  A header not in
+ * the first mbuf reads as Not-ECT and goes to the classic queue.
  */
 static uint8_t
 aqm_llm_ecn(struct mbuf *m)
 {
+	int off = dn_tag_get(m)->iphdr_off;
 	struct ip *ip;
 	struct ip6_hdr *ip6;
 
-	if (m->m_len < (int)sizeof(struct ip))
+	if (m->m_len < off + (int)sizeof(struct ip))
 		return (AQM_ECN_NOT_ECT);
-	ip = mtod(m, struct ip *);
+	ip = (struct ip *)(mtod(m, char *) + off);
 	if (ip->ip_v == IPVERSION)
 		return (ip->ip_tos & IPTOS_ECN_MASK);
 	if (ip->ip_v == (IPV6_VERSION >> 4) &&
-	    m->m_len >= (int)sizeof(struct ip6_hdr)) {
-		ip6 = mtod(m, struct ip6_hdr *);
+	    m->m_len >= off + (int)sizeof(struct ip6_hdr)) {
+		ip6 = (struct ip6_hdr *)ip;
 		return ((ntohl(ip6->ip6_flow) >> 20) & IPTOS_ECN_MASK);
 	}
 	return (AQM_ECN_NOT_ECT);
@@ -115,6 +165,31 @@ aqm_llm_meta(struct mbuf *m, struct m_tag **tagp)
 	if (tagp != NULL)
 		*tagp = t;
 	return (t != NULL ? (struct aqm_pkt *)(t + 1) : NULL);
+}
+
+/* Our tag goes after dummynet's, which dn_tag_get() expects first. */
+static void
+aqm_llm_tag_attach(struct mbuf *m, struct m_tag *t)
+{
+	struct m_tag *first = m_tag_first(m);
+
+	if (first != NULL)
+		SLIST_INSERT_AFTER(first, t, m_tag_link);
+	else
+		m_tag_prepend(m, t);
+}
+
+/*
+ * A waiting packet keeps its receiving interface as index and generation,
+ * not as a pointer (the interface may detach meanwhile), as dummynet's own
+ * queues do; outbound packets with a send tag have no rcvif.
+ */
+static int
+aqm_llm_has_rcvif(struct mbuf *m)
+{
+
+	return ((m->m_pkthdr.csum_flags & CSUM_SND_TAG) == 0 &&
+	    m->m_pkthdr.rcvif != NULL);
 }
 
 static uint64_t
@@ -156,81 +231,90 @@ aqm_llm_pop(struct mq *q)
 	return (m);
 }
 
-/* -- scheduler callbacks ----------------------------------------------------- */
+/* Dummynet's statistics: the instance's queue and the instance. */
+static void
+aqm_llm_stats(struct aqm_llm_si *asi, int pkts, int bytes)
+{
+
+	asi->q.ni.length += pkts;
+	asi->q.ni.len_bytes += bytes;
+	asi->si.ni.length += pkts;
+	asi->si.ni.len_bytes += bytes;
+}
+
+static void
+aqm_llm_drop_stats(struct aqm_llm_si *asi)
+{
+
+	asi->q.ni.drops++;
+	asi->si.ni.drops++;
+}
+
+/* -- the attachment ------------------------------------------------------------ */
+
+/* The oldest live instance of a scheduler number (module mutex held). */
+static struct aqm_llm_state *
+aqm_llm_find(int sched_nr)
+{
+	struct aqm_llm_state *st;
+
+	TAILQ_FOREACH(st, &aqm_llm_list, link)
+		if (st->sched_nr == sched_nr)
+			return (st);
+	return (NULL);
+}
 
 static int
-aqm_llm_enqueue(struct dn_sch_inst *si, struct dn_queue *q, struct mbuf *m)
+aqm_llm_configured(int sched_nr)
 {
-	struct aqm_llm_state *st = ((struct aqm_llm_si *)si)->st;
-	struct aqm_pkt pkt;
-	struct m_tag *t;
-	int qi;
+	struct aqm_llm_schk *as;
+	int n = 0;
 
-	(void)q;		/* one pair of queues for every flow */
-	mtx_lock(&st->mtx);
-	if (aqm_enqueue(st->core, aqm_llm_now(), m->m_pkthdr.len,
-	    aqm_llm_ecn(m), &pkt) == AQM_V_DROP) {
-		mtx_unlock(&st->mtx);
-		m_freem(m);
-		return (1);
-	}
-	qi = pkt.queue;
-	t = m_tag_alloc(MTAG_AQM_LLM, 0, sizeof(pkt), M_NOWAIT);
-	if (t == NULL) {
-		/* No tag, no way to find its metadata at dequeue. */
-		aqm_forget(st->core, &pkt, aqm_llm_head_ts(st, qi));
-		mtx_unlock(&st->mtx);
-		m_freem(m);
-		return (1);
-	}
-	memcpy(t + 1, &pkt, sizeof(pkt));
-	m_tag_prepend(m, t);
-	aqm_llm_append(&st->q[qi], m);
-	mtx_unlock(&st->mtx);
-	return (0);
+	LIST_FOREACH(as, &aqm_llm_scheds, link)
+		if (as->sched_nr == sched_nr)
+			n++;
+	return (n);
 }
 
-static struct mbuf *
-aqm_llm_dequeue(struct dn_sch_inst *si)
+/*
+ * Make the region serve the oldest live instance of the attached scheduler
+ * (module mutex held): called whenever an instance or the attachment comes
+ * or goes.  A core attaching to the region bumps its producer generation
+ * and carries on the sequence numbers already published there.
+ */
+static void
+aqm_llm_follow(void)
 {
-	struct aqm_llm_state *st = ((struct aqm_llm_si *)si)->st;
-	struct aqm_decision d;
-	struct aqm_pkt pkt, *p;
-	struct m_tag *t;
-	struct mbuf *m;
-	uint64_t now;
-	int qi;
+	struct aqm_llm_state *want;
+	int rc;
 
-	mtx_lock(&st->mtx);
-	now = aqm_llm_now();
-	for (;;) {
-		qi = aqm_select(st->core, now);
-		if (qi == AQM_SELECT_NONE) {
-			m = NULL;
-			break;
-		}
-		m = aqm_llm_pop(&st->q[qi]);
-		if (m == NULL)		/* cannot happen: the core counts */
-			break;
-		p = aqm_llm_meta(m, &t);
-		if (p == NULL) {
-			m_freem(m);
-			continue;
-		}
-		pkt = *p;
-		m_tag_delete(m, t);
-		aqm_dequeue(st->core, now, &pkt, aqm_llm_head_ts(st, qi), &d);
-		if (d.verdict == AQM_V_DROP) {
-			m_freem(m);
-			continue;
-		}
-		if (d.verdict == AQM_V_MARK)
-			(void)ecn_mark(m);
-		break;
+	want = aqm_llm_attached_sched >= 0 ?
+	    aqm_llm_find(aqm_llm_attached_sched) : NULL;
+	if (want == aqm_llm_served)
+		return;
+	if (aqm_llm_served != NULL) {
+		mtx_lock(&aqm_llm_served->mtx);
+		aqm_detach(aqm_llm_served->core);
+		mtx_unlock(&aqm_llm_served->mtx);
+		aqm_llm_served = NULL;
 	}
-	mtx_unlock(&st->mtx);
-	return (m);
+	if (want == NULL)
+		return;
+	mtx_lock(&want->mtx);
+	rc = aqm_attach(want->core, aqm_llm_region, aqm_llm_region_size,
+	    aqm_llm_now());
+	mtx_unlock(&want->mtx);
+	if (rc != AQM_OK) {		/* the region is ours: cannot happen */
+		printf("aqm_llm: region refused by instance %ju: %d\n",
+		    (uintmax_t)want->id, rc);
+		return;
+	}
+	aqm_llm_served = want;
+	aqm_llm_attach_ns = aqm_llm_now();
+	aqm_llm_attach_count++;
 }
+
+/* -- scheduler callbacks ----------------------------------------------------- */
 
 static void
 aqm_llm_tick(void *arg)
@@ -261,96 +345,291 @@ aqm_llm_drained(void *arg)
 	aqm_llm_free_state(arg);
 }
 
-static int
-aqm_llm_new_sched(struct dn_sch_inst *si)
+/* The state of an instance, made with its first packet (dummynet locked). */
+static struct aqm_llm_state *
+aqm_llm_state_new(struct dn_sch_inst *si)
 {
-	struct aqm_llm_si *asi = (struct aqm_llm_si *)si;
+	struct aqm_llm_schk *as = AQM_LLM_SCHK(si->sched);
 	struct aqm_llm_state *st;
+	struct aqm_params p;
+	uint64_t now = aqm_llm_now();
 
 	st = malloc(sizeof(*st), M_AQMLLM, M_NOWAIT | M_ZERO);
 	if (st == NULL)
-		return (ENOMEM);
+		return (NULL);
 	st->core = malloc(aqm_core_size(), M_AQMLLM, M_NOWAIT | M_ZERO);
 	if (st->core == NULL) {
 		free(st, M_AQMLLM);
-		return (ENOMEM);
+		return (NULL);
 	}
-	mtx_lock(&aqm_llm_mtx);
-	(void)aqm_core_init(st->core, &aqm_llm_defaults,
-	    (uint64_t)(uintptr_t)st ^ aqm_llm_now(), aqm_llm_now());
-	st->sched_nr = si->sched != NULL ? (int)si->sched->sch.sched_nr : -1;
-	LIST_INSERT_HEAD(&aqm_llm_list, st, link);
-	aqm_llm_instances++;
-	mtx_unlock(&aqm_llm_mtx);
+	/* Ready to be locked before anyone can find it. */
 	mtx_init(&st->mtx, "aqm_llm inst", NULL, MTX_DEF);
 	callout_init_mtx(&st->tick, &st->mtx, 0);
+	st->sched_nr = (int)si->sched->sch.sched_nr;
+	mtx_lock(&aqm_llm_mtx);
+	p = as->linked ? as->params : aqm_llm_defaults;
+	mtx_unlock(&aqm_llm_mtx);
+	(void)aqm_core_init(st->core, &p, (uint64_t)(uintptr_t)st ^ now, now);
 	mtx_lock(&st->mtx);
 	callout_reset_sbt(&st->tick, AQM_LLM_TICK_SBT, 0, aqm_llm_tick, st, 0);
 	mtx_unlock(&st->mtx);
-	asi->st = st;
+	mtx_lock(&aqm_llm_mtx);
+	st->id = ++aqm_llm_next_id;
+	TAILQ_INSERT_TAIL(&aqm_llm_list, st, link);
+	aqm_llm_instances++;
+	aqm_llm_follow();
+	mtx_unlock(&aqm_llm_mtx);
+	return (st);
+}
+
+static int
+aqm_llm_enqueue(struct dn_sch_inst *si, struct dn_queue *q, struct mbuf *m)
+{
+	struct aqm_llm_si *asi = AQM_LLM_SI(si);
+	struct aqm_llm_state *st = asi->st;
+	struct aqm_pkt pkt;
+	struct m_tag *t;
+	int len = m->m_pkthdr.len;
+
+	(void)q;		/* NULL: not DN_MULTIQUEUE */
+	asi->q.ni.tot_pkts++;
+	asi->q.ni.tot_bytes += len;
+	si->ni.tot_pkts++;
+	si->ni.tot_bytes += len;
+	if (st == NULL && (st = asi->st = aqm_llm_state_new(si)) == NULL)
+		goto drop;
+	mtx_lock(&st->mtx);
+	if (aqm_enqueue(st->core, aqm_llm_now(), (uint32_t)len,
+	    aqm_llm_ecn(m), &pkt) == AQM_V_DROP) {
+		mtx_unlock(&st->mtx);
+		goto drop;
+	}
+	t = m_tag_alloc(MTAG_AQM_LLM, 0, sizeof(pkt), M_NOWAIT);
+	if (t == NULL) {
+		/* No tag, no way to find its metadata at dequeue. */
+		aqm_forget(st->core, &pkt, aqm_llm_head_ts(st, pkt.queue));
+		mtx_unlock(&st->mtx);
+		goto drop;
+	}
+	memcpy(t + 1, &pkt, sizeof(pkt));
+	aqm_llm_tag_attach(m, t);
+	if (aqm_llm_has_rcvif(m))
+		m_rcvif_serialize(m);
+	aqm_llm_append(&st->q[pkt.queue], m);
+	mtx_unlock(&st->mtx);
+	aqm_llm_stats(asi, 1, len);
+	return (0);
+drop:
+	aqm_llm_drop_stats(asi);
+	m_freem(m);
+	return (1);
+}
+
+static struct mbuf *
+aqm_llm_dequeue(struct dn_sch_inst *si)
+{
+	struct aqm_llm_si *asi = AQM_LLM_SI(si);
+	struct aqm_llm_state *st = asi->st;
+	struct aqm_decision d;
+	struct aqm_pkt pkt, *p;
+	struct m_tag *t;
+	struct mbuf *m;
+	uint64_t now;
+	int qi;
+
+	if (st == NULL)
+		return (NULL);
+	mtx_lock(&st->mtx);
+	now = aqm_llm_now();
+	for (;;) {
+		qi = aqm_select(st->core, now);
+		if (qi == AQM_SELECT_NONE) {
+			m = NULL;
+			break;
+		}
+		m = aqm_llm_pop(&st->q[qi]);
+		if (m == NULL)		/* cannot happen: the core counts */
+			break;
+		aqm_llm_stats(asi, -1, -m->m_pkthdr.len);
+		p = aqm_llm_meta(m, &t);
+		if (p == NULL) {	/* cannot happen: tagged at enqueue */
+			aqm_llm_drop_stats(asi);
+			m_freem(m);
+			continue;
+		}
+		pkt = *p;
+		m_tag_delete(m, t);
+		if (aqm_llm_has_rcvif(m) && m_rcvif_restore(m) == NULL) {
+			/* Its receiving interface left while it waited. */
+			aqm_forget(st->core, &pkt, aqm_llm_head_ts(st, qi));
+			aqm_llm_drop_stats(asi);
+			m_freem(m);
+			continue;
+		}
+		aqm_dequeue(st->core, now, &pkt, aqm_llm_head_ts(st, qi), &d);
+		if (d.verdict == AQM_V_DROP) {
+			aqm_llm_drop_stats(asi);
+			m_freem(m);
+			continue;
+		}
+		if (d.verdict == AQM_V_MARK)
+			(void)ecn_mark(m);
+		break;
+	}
+	mtx_unlock(&st->mtx);
+	return (m);
+}
+
+static int
+aqm_llm_new_sched(struct dn_sch_inst *si)
+{
+	struct aqm_llm_si *asi = AQM_LLM_SI(si);
+
+	/* As dn_sched_fifo.c sets up the queue dummynet finds at (si + 1). */
+	aqm_llm_set_oid(&asi->q.ni.oid, DN_QUEUE, sizeof(asi->q));
+	asi->q._si = si;
+	asi->q.fs = si->sched->fs;
+	asi->st = NULL;			/* made with the first packet */
 	return (0);
 }
 
 static int
 aqm_llm_free_sched(struct dn_sch_inst *si)
 {
-	struct aqm_llm_si *asi = (struct aqm_llm_si *)si;
+	struct aqm_llm_si *asi = AQM_LLM_SI(si);
+	struct aqm_llm_schk *as = AQM_LLM_SCHK(si->sched);
 	struct aqm_llm_state *st = asi->st;
 	struct mbuf *m;
 	u_int q;
 	int later;
 
-	if (st == NULL)
-		return (0);
-	mtx_lock(&aqm_llm_mtx);
-	LIST_REMOVE(st, link);
-	aqm_llm_instances--;
-	atomic_add_int(&aqm_llm_pending_frees, 1);
-	mtx_lock(&st->mtx);
-	if (aqm_llm_attached == st)
-		aqm_llm_attached = NULL;
-	mtx_unlock(&aqm_llm_mtx);
-	st->dying = 1;
-	aqm_detach(st->core);
-	for (q = 0; q < AQM_NQUEUES; q++)
-		while ((m = aqm_llm_pop(&st->q[q])) != NULL)
-			m_freem(m);
-	/*
-	 * The instance's memory goes when we return, but the callout may be
-	 * running: free our state once it has drained, never waiting here.
-	 */
-	later = callout_async_drain(&st->tick, aqm_llm_drained) == 0;
-	mtx_unlock(&st->mtx);
-	if (!later)
-		aqm_llm_free_state(st);
+	if (st != NULL) {
+		mtx_lock(&aqm_llm_mtx);
+		TAILQ_REMOVE(&aqm_llm_list, st, link);
+		aqm_llm_instances--;
+		atomic_add_int(&aqm_llm_pending_frees, 1);
+		mtx_lock(&st->mtx);
+		st->dying = 1;
+		/* The next instance starts where this one ended. */
+		if (as->linked)
+			aqm_core_get_params(st->core, &as->params);
+		mtx_unlock(&st->mtx);
+		aqm_llm_follow();	/* to the next instance, if any */
+		mtx_unlock(&aqm_llm_mtx);
+
+		mtx_lock(&st->mtx);
+		for (q = 0; q < AQM_NQUEUES; q++)
+			while ((m = aqm_llm_pop(&st->q[q])) != NULL)
+				m_freem(m);
+		/*
+		 * The instance's memory goes when we return, but the callout
+		 * may be running: free our state once it has drained, never
+		 * waiting here.
+		 */
+		later = callout_async_drain(&st->tick, aqm_llm_drained) == 0;
+		mtx_unlock(&st->mtx);
+		if (!later)
+			aqm_llm_free_state(st);
+	}
+	memset(&asi->q, 0, sizeof(asi->q));
 	asi->st = NULL;
+	return (0);
+}
+
+/* A scheduler of this type was configured (dummynet locked). */
+static int
+aqm_llm_config(struct dn_schk *s)
+{
+	struct aqm_llm_schk *as = AQM_LLM_SCHK(s);
+
+	mtx_lock(&aqm_llm_mtx);
+	if (!as->linked) {
+		as->linked = 1;
+		as->sched_nr = (int)s->sch.sched_nr;
+		as->params = aqm_llm_defaults;
+		LIST_INSERT_HEAD(&aqm_llm_scheds, as, link);
+		/* dn_sched_modevent() refuses unload while this is nonzero. */
+		aqm_llm_desc.ref_count++;
+	}
+	mtx_unlock(&aqm_llm_mtx);
+	return (0);
+}
+
+/* The scheduler goes (deleted or reconfigured); its instances went first. */
+static int
+aqm_llm_destroy(struct dn_schk *s)
+{
+	struct aqm_llm_schk *as = AQM_LLM_SCHK(s);
+
+	mtx_lock(&aqm_llm_mtx);
+	if (as->linked) {
+		LIST_REMOVE(as, link);
+		as->linked = 0;
+		aqm_llm_desc.ref_count--;
+	}
+	mtx_unlock(&aqm_llm_mtx);
 	return (0);
 }
 
 static struct dn_alg aqm_llm_desc = {
 	.type = AQM_LLM_TYPE,
 	.name = AQM_LLM_NAME,
-	.flags = 0,
-	.schk_datalen = 0,
+	.flags = 0,			/* one queue: the contract above */
+	.schk_datalen = sizeof(struct aqm_llm_schk),
 	.si_datalen = sizeof(struct aqm_llm_si) - sizeof(struct dn_sch_inst),
 	.q_datalen = 0,
 	.enqueue = aqm_llm_enqueue,
 	.dequeue = aqm_llm_dequeue,
+	.config = aqm_llm_config,
+	.destroy = aqm_llm_destroy,
 	.new_sched = aqm_llm_new_sched,
 	.free_sched = aqm_llm_free_sched,
 };
 
 /* -- /dev/aqm_llm ------------------------------------------------------------- */
 
-static struct aqm_llm_state *
-aqm_llm_find(int sched_nr)
+static void
+aqm_llm_info_get(struct aqm_llm_info *info)
 {
 	struct aqm_llm_state *st;
 
-	LIST_FOREACH(st, &aqm_llm_list, link)
-		if (st->sched_nr == sched_nr)
-			return (st);
-	return (NULL);
+	memset(info, 0, sizeof(*info));
+	info->abi_version = AQM_CHAN_ABI_VERSION;
+	info->state_ring_entries = (uint32_t)aqm_llm_state_ring;
+	info->verdict_ring_entries = (uint32_t)aqm_llm_verdict_ring;
+	info->instances = (uint32_t)aqm_llm_instances;
+	info->region_size = aqm_llm_region_size;
+	info->attached_sched = aqm_llm_attached_sched;
+	TAILQ_FOREACH(st, &aqm_llm_list, link)
+		if (st->sched_nr == aqm_llm_attached_sched)
+			info->sched_instances++;
+	info->sched_configured =
+	    (uint32_t)aqm_llm_configured(aqm_llm_attached_sched);
+	info->served_instance = aqm_llm_served != NULL ?
+	    aqm_llm_served->id : 0;
+	info->attach_ns = aqm_llm_attach_ns;
+	info->attach_count = aqm_llm_attach_count;
+}
+
+static int
+aqm_llm_setparams(int sched_nr, struct aqm_params *p)
+{
+	struct aqm_llm_state *st;
+	struct aqm_llm_schk *as;
+
+	if (aqm_params_validate(p) != AQM_OK)
+		return (EINVAL);		/* nothing changed */
+	TAILQ_FOREACH(st, &aqm_llm_list, link) {
+		if (st->sched_nr != sched_nr)
+			continue;
+		mtx_lock(&st->mtx);
+		(void)aqm_core_set_params(st->core, p);
+		mtx_unlock(&st->mtx);
+	}
+	LIST_FOREACH(as, &aqm_llm_scheds, link)
+		if (as->sched_nr == sched_nr)
+			as->params = *p;
+	return (0);
 }
 
 static int
@@ -359,9 +638,10 @@ aqm_llm_ioctl(struct cdev *dev, u_long cmd, caddr_t data, int flag,
 {
 	struct aqm_llm_counters_req *cr;
 	struct aqm_llm_params_req *pr;
-	struct aqm_llm_info *info;
 	struct aqm_llm_state *st;
-	int error = 0, rc;
+	struct aqm_llm_schk *as;
+	int32_t nr;
+	int error = 0;
 
 	(void)dev;
 	(void)flag;
@@ -369,44 +649,26 @@ aqm_llm_ioctl(struct cdev *dev, u_long cmd, caddr_t data, int flag,
 	mtx_lock(&aqm_llm_mtx);
 	switch (cmd) {
 	case AQMLLM_INFO:
-		info = (struct aqm_llm_info *)data;
-		memset(info, 0, sizeof(*info));
-		info->abi_version = AQM_CHAN_ABI_VERSION;
-		info->state_ring_entries = aqm_llm_state_ring;
-		info->verdict_ring_entries = aqm_llm_verdict_ring;
-		info->instances = aqm_llm_instances;
-		info->region_size = aqm_llm_region_size;
-		info->attached_sched = aqm_llm_attached != NULL ?
-		    aqm_llm_attached->sched_nr : -1;
+		aqm_llm_info_get((struct aqm_llm_info *)data);
 		break;
 	case AQMLLM_ATTACH:
-		st = aqm_llm_find(*(int32_t *)data);
-		if (st == NULL) {
-			error = ENOENT;
+		nr = *(int32_t *)data;
+		if (nr < 1 || nr > AQM_LLM_SCHED_MAX) {
+			error = EINVAL;
 			break;
 		}
-		if (aqm_llm_attached != NULL) {
-			mtx_lock(&aqm_llm_attached->mtx);
-			aqm_detach(aqm_llm_attached->core);
-			mtx_unlock(&aqm_llm_attached->mtx);
-			aqm_llm_attached = NULL;
+		if (!aqm_llm_configured(nr) && aqm_llm_find(nr) == NULL) {
+			error = ENOENT;		/* no aqm_llm scheduler nr */
+			break;
 		}
-		mtx_lock(&st->mtx);
-		rc = aqm_attach(st->core, aqm_llm_region, aqm_llm_region_size,
-		    aqm_llm_now());
-		mtx_unlock(&st->mtx);
-		if (rc != AQM_OK)
-			error = EINVAL;
-		else
-			aqm_llm_attached = st;
+		if (nr != aqm_llm_attached_sched) {
+			aqm_llm_attached_sched = nr;
+			aqm_llm_follow();
+		}
 		break;
 	case AQMLLM_DETACH:
-		if (aqm_llm_attached != NULL) {
-			mtx_lock(&aqm_llm_attached->mtx);
-			aqm_detach(aqm_llm_attached->core);
-			mtx_unlock(&aqm_llm_attached->mtx);
-			aqm_llm_attached = NULL;
-		}
+		aqm_llm_attached_sched = -1;
+		aqm_llm_follow();
 		break;
 	case AQMLLM_COUNTERS:
 		cr = (struct aqm_llm_counters_req *)data;
@@ -422,16 +684,22 @@ aqm_llm_ioctl(struct cdev *dev, u_long cmd, caddr_t data, int flag,
 	case AQMLLM_GETPARAMS:
 	case AQMLLM_SETPARAMS:
 		pr = (struct aqm_llm_params_req *)data;
-		if ((st = aqm_llm_find(pr->sched)) == NULL) {
+		if (!aqm_llm_configured(pr->sched) &&
+		    aqm_llm_find(pr->sched) == NULL) {
 			error = ENOENT;
 			break;
 		}
-		mtx_lock(&st->mtx);
-		if (cmd == AQMLLM_SETPARAMS &&
-		    aqm_core_set_params(st->core, &pr->params) != AQM_OK)
-			error = EINVAL;		/* nothing changed */
-		aqm_core_get_params(st->core, &pr->params);
-		mtx_unlock(&st->mtx);
+		if (cmd == AQMLLM_SETPARAMS)
+			error = aqm_llm_setparams(pr->sched, &pr->params);
+		if ((st = aqm_llm_find(pr->sched)) != NULL) {
+			mtx_lock(&st->mtx);
+			aqm_core_get_params(st->core, &pr->params);
+			mtx_unlock(&st->mtx);
+		} else {
+			LIST_FOREACH(as, &aqm_llm_scheds, link)
+				if (as->sched_nr == pr->sched)
+					pr->params = as->params;
+		}
 		break;
 	default:
 		error = ENOTTY;
@@ -522,11 +790,13 @@ static struct cdevsw aqm_llm_cdevsw = {
 
 /* -- sysctl net.inet.ip.dummynet.aqm_llm ------------------------------------ */
 
+/*
+ * Registered when the module loads, after the mutex their handlers take,
+ * and removed before it goes (sysctl_ctx_free waits for running handlers).
+ */
 SYSCTL_DECL(_net_inet_ip_dummynet);
-static SYSCTL_NODE(_net_inet_ip_dummynet, OID_AUTO, aqm_llm,
-    CTLFLAG_RW | CTLFLAG_MPSAFE, 0, "AQM-LLM scheduler");
 
-/* A default for new instances: refused (EINVAL) if the set is invalid. */
+/* A default for new schedulers: refused (EINVAL) if the set is invalid. */
 static int
 aqm_llm_sysctl_default(SYSCTL_HANDLER_ARGS)
 {
@@ -553,25 +823,6 @@ aqm_llm_sysctl_default(SYSCTL_HANDLER_ARGS)
 	return (0);
 }
 
-#define	AQM_LLM_DEFAULT(name, descr)					\
-	SYSCTL_PROC(_net_inet_ip_dummynet_aqm_llm, OID_AUTO, name,	\
-	    CTLTYPE_UINT | CTLFLAG_RW | CTLFLAG_MPSAFE, NULL,		\
-	    __offsetof(struct aqm_params, name), aqm_llm_sysctl_default,	\
-	    "IU", descr)
-
-AQM_LLM_DEFAULT(limit_pkts, "queue limit, packets (both queues)");
-AQM_LLM_DEFAULT(limit_bytes, "queue limit, bytes (both queues)");
-AQM_LLM_DEFAULT(target_ns, "PI target delay, ns");
-AQM_LLM_DEFAULT(tupdate_ns, "PI update interval, ns");
-AQM_LLM_DEFAULT(alpha_mhz, "PI integral gain, mHz");
-AQM_LLM_DEFAULT(beta_mhz, "PI proportional gain, mHz");
-AQM_LLM_DEFAULT(step_thresh_ns, "L4S step marking threshold, ns");
-AQM_LLM_DEFAULT(coupling_factor, "coupling factor k");
-AQM_LLM_DEFAULT(c_protection_pct, "classic WRR weight, percent");
-AQM_LLM_DEFAULT(mtu_bytes, "MTU for the 2-MTU floor and WRR credit");
-AQM_LLM_DEFAULT(drop_overload, "drop classic packets in overload");
-AQM_LLM_DEFAULT(verdict_guard, "DualPI2 over a verdict: 0 none, 1 step, 2 all");
-
 /* A counter summed over all instances. */
 static int
 aqm_llm_sysctl_counter(SYSCTL_HANDLER_ARGS)
@@ -582,7 +833,7 @@ aqm_llm_sysctl_counter(SYSCTL_HANDLER_ARGS)
 
 	(void)arg1;
 	mtx_lock(&aqm_llm_mtx);
-	LIST_FOREACH(st, &aqm_llm_list, link) {
+	TAILQ_FOREACH(st, &aqm_llm_list, link) {
 		mtx_lock(&st->mtx);
 		aqm_counters_get(st->core, &c);
 		mtx_unlock(&st->mtx);
@@ -592,82 +843,218 @@ aqm_llm_sysctl_counter(SYSCTL_HANDLER_ARGS)
 	return (sysctl_handle_64(oidp, &sum, 0, req));
 }
 
-#define	AQM_LLM_COUNTER(name, descr)					\
-	SYSCTL_PROC(_net_inet_ip_dummynet_aqm_llm, OID_AUTO, name,	\
-	    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL,		\
-	    __offsetof(struct aqm_counters, name), aqm_llm_sysctl_counter,	\
-	    "QU", descr)
+/* A field of struct aqm_llm_info, as AQMLLM_INFO returns it. */
+static int
+aqm_llm_sysctl_info(SYSCTL_HANDLER_ARGS)
+{
+	struct aqm_llm_info info;
+	int64_t value;
 
-AQM_LLM_COUNTER(decisions_model, "dequeues decided by a model verdict");
-AQM_LLM_COUNTER(decisions_fallback, "dequeues decided by DualPI2");
-AQM_LLM_COUNTER(verdicts_applied, "verdicts applied");
-AQM_LLM_COUNTER(verdicts_late, "verdicts that came after their packet");
-AQM_LLM_COUNTER(verdicts_bad, "verdicts with unknown seq or action");
-AQM_LLM_COUNTER(states_published, "state records published");
-AQM_LLM_COUNTER(states_lost, "state records lost to a full ring");
-AQM_LLM_COUNTER(step_marks, "L4S step marks");
-AQM_LLM_COUNTER(channel_errors, "corrupted channel seen");
+	(void)arg1;
+	mtx_lock(&aqm_llm_mtx);
+	aqm_llm_info_get(&info);
+	mtx_unlock(&aqm_llm_mtx);
+	switch (arg2) {
+	case __offsetof(struct aqm_llm_info, instances):
+		value = info.instances;
+		break;
+	case __offsetof(struct aqm_llm_info, attached_sched):
+		value = info.attached_sched;
+		break;
+	case __offsetof(struct aqm_llm_info, sched_instances):
+		value = info.sched_instances;
+		break;
+	case __offsetof(struct aqm_llm_info, served_instance):
+		value = (int64_t)info.served_instance;
+		break;
+	case __offsetof(struct aqm_llm_info, attach_ns):
+		value = (int64_t)info.attach_ns;
+		break;
+	default:
+		value = info.attach_count;
+		break;
+	}
+	return (sysctl_handle_64(oidp, &value, 0, req));
+}
 
-SYSCTL_INT(_net_inet_ip_dummynet_aqm_llm, OID_AUTO, instances,
-    CTLFLAG_RD, &aqm_llm_instances, 0, "scheduler instances");
-SYSCTL_UINT(_net_inet_ip_dummynet_aqm_llm, OID_AUTO, state_ring,
-    CTLFLAG_RDTUN, &aqm_llm_state_ring, 0, "state ring entries (tunable)");
-SYSCTL_UINT(_net_inet_ip_dummynet_aqm_llm, OID_AUTO, verdict_ring,
-    CTLFLAG_RDTUN, &aqm_llm_verdict_ring, 0, "verdict ring entries (tunable)");
+struct aqm_llm_oid {
+	const char	*name;
+	intmax_t	 off;
+	const char	*descr;
+};
+
+#define	AQM_LLM_PARAM(f, d)	{ #f, __offsetof(struct aqm_params, f), d }
+static const struct aqm_llm_oid aqm_llm_param_oids[] = {
+	AQM_LLM_PARAM(limit_pkts, "queue limit, packets (both queues)"),
+	AQM_LLM_PARAM(limit_bytes, "queue limit, bytes (both queues)"),
+	AQM_LLM_PARAM(target_ns, "PI target delay, ns"),
+	AQM_LLM_PARAM(tupdate_ns, "PI update interval, ns"),
+	AQM_LLM_PARAM(alpha_mhz, "PI integral gain, mHz"),
+	AQM_LLM_PARAM(beta_mhz, "PI proportional gain, mHz"),
+	AQM_LLM_PARAM(step_thresh_ns, "L4S step marking threshold, ns"),
+	AQM_LLM_PARAM(step_thresh_pkts,
+	    "L4S step threshold in L packets (0: use step_thresh_ns)"),
+	AQM_LLM_PARAM(min_qlen_step, "no step mark below this L queue length"),
+	AQM_LLM_PARAM(coupling_factor, "coupling factor k"),
+	AQM_LLM_PARAM(c_protection_pct, "classic WRR weight, percent"),
+	AQM_LLM_PARAM(mtu_bytes, "MTU for the 2-MTU floor and WRR credit"),
+	AQM_LLM_PARAM(drop_overload, "drop classic packets in overload"),
+	AQM_LLM_PARAM(verdict_guard,
+	    "DualPI2 over a verdict: 0 none, 1 step, 2 all"),
+	AQM_LLM_PARAM(harm_budget_pct,
+	    "model signals beyond DualPI2's own, percent of DualPI2's"),
+};
+
+#define	AQM_LLM_COUNTER(f, d)	{ #f, __offsetof(struct aqm_counters, f), d }
+static const struct aqm_llm_oid aqm_llm_counter_oids[] = {
+	AQM_LLM_COUNTER(decisions_model, "dequeues decided by a model verdict"),
+	AQM_LLM_COUNTER(decisions_fallback, "dequeues decided by DualPI2"),
+	AQM_LLM_COUNTER(verdicts_applied, "verdicts applied"),
+	AQM_LLM_COUNTER(verdicts_late, "verdicts that came after their packet"),
+	AQM_LLM_COUNTER(verdicts_bad, "verdicts with unknown seq or action"),
+	AQM_LLM_COUNTER(states_published, "state records published"),
+	AQM_LLM_COUNTER(states_lost, "state records lost to a full ring"),
+	AQM_LLM_COUNTER(states_slot_busy,
+	    "state records not published: verdict slot still in use"),
+	AQM_LLM_COUNTER(step_marks, "L4S step marks"),
+	AQM_LLM_COUNTER(channel_errors, "corrupted channel seen"),
+};
+
+#define	AQM_LLM_INFO(f, d)	{ #f, __offsetof(struct aqm_llm_info, f), d }
+static const struct aqm_llm_oid aqm_llm_info_oids[] = {
+	AQM_LLM_INFO(instances, "scheduler instances (all schedulers)"),
+	AQM_LLM_INFO(attached_sched,
+	    "scheduler number the region belongs to (-1: none)"),
+	AQM_LLM_INFO(sched_instances, "live instances of attached_sched"),
+	AQM_LLM_INFO(served_instance,
+	    "id of the instance the region serves (0: none)"),
+	AQM_LLM_INFO(attach_ns, "uptime (ns) of the last core attach"),
+	AQM_LLM_INFO(attach_count, "core attaches to the region since load"),
+};
+
+#define	AQM_LLM_NELEM(a)	(sizeof(a) / sizeof((a)[0]))
+
+static void
+aqm_llm_sysctl_attach(void)
+{
+	struct sysctl_oid_list *top;
+	struct sysctl_oid *node;
+	u_int i;
+
+	sysctl_ctx_init(&aqm_llm_sysctl_ctx);
+	node = SYSCTL_ADD_NODE(&aqm_llm_sysctl_ctx,
+	    SYSCTL_STATIC_CHILDREN(_net_inet_ip_dummynet), OID_AUTO,
+	    AQM_LLM_NAME, CTLFLAG_RW | CTLFLAG_MPSAFE, 0, "AQM-LLM scheduler");
+	if (node == NULL)
+		return;
+	top = SYSCTL_CHILDREN(node);
+	for (i = 0; i < AQM_LLM_NELEM(aqm_llm_param_oids); i++)
+		SYSCTL_ADD_PROC(&aqm_llm_sysctl_ctx, top, OID_AUTO,
+		    aqm_llm_param_oids[i].name,
+		    CTLTYPE_UINT | CTLFLAG_RW | CTLFLAG_MPSAFE, NULL,
+		    aqm_llm_param_oids[i].off, aqm_llm_sysctl_default, "IU",
+		    aqm_llm_param_oids[i].descr);
+	for (i = 0; i < AQM_LLM_NELEM(aqm_llm_counter_oids); i++)
+		SYSCTL_ADD_PROC(&aqm_llm_sysctl_ctx, top, OID_AUTO,
+		    aqm_llm_counter_oids[i].name,
+		    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL,
+		    aqm_llm_counter_oids[i].off, aqm_llm_sysctl_counter, "QU",
+		    aqm_llm_counter_oids[i].descr);
+	for (i = 0; i < AQM_LLM_NELEM(aqm_llm_info_oids); i++)
+		SYSCTL_ADD_PROC(&aqm_llm_sysctl_ctx, top, OID_AUTO,
+		    aqm_llm_info_oids[i].name,
+		    CTLTYPE_S64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL,
+		    aqm_llm_info_oids[i].off, aqm_llm_sysctl_info, "Q",
+		    aqm_llm_info_oids[i].descr);
+	SYSCTL_ADD_INT(&aqm_llm_sysctl_ctx, top, OID_AUTO, "state_ring",
+	    CTLFLAG_RD, &aqm_llm_state_ring, 0,
+	    "state ring entries (loader tunable)");
+	SYSCTL_ADD_INT(&aqm_llm_sysctl_ctx, top, OID_AUTO, "verdict_ring",
+	    CTLFLAG_RD, &aqm_llm_verdict_ring, 0,
+	    "verdict ring entries (loader tunable)");
+}
 
 /* -- module ------------------------------------------------------------------ */
 
 static int
-aqm_llm_load(module_t mod)
+aqm_llm_make_dev(void)
 {
 	struct make_dev_args args;
-	int error;
-
-	if (!aqm_ring_entries_valid(aqm_llm_state_ring) ||
-	    !aqm_ring_entries_valid(aqm_llm_verdict_ring)) {
-		printf("aqm_llm: ring sizes must be powers of two in [%u, %u]\n",
-		    AQM_RING_MIN_ENTRIES, AQM_RING_MAX_ENTRIES);
-		return (EINVAL);
-	}
-	aqm_params_default(&aqm_llm_defaults);
-	mtx_init(&aqm_llm_mtx, "aqm_llm", NULL, MTX_DEF);
-	aqm_llm_region_size = aqm_chan_region_size(aqm_llm_state_ring,
-	    aqm_llm_verdict_ring);
-	aqm_llm_region = (void *)kmem_malloc(round_page(aqm_llm_region_size),
-	    M_WAITOK | M_ZERO);
-	(void)aqm_chan_init(&aqm_llm_chan, aqm_llm_region,
-	    aqm_llm_region_size, aqm_llm_state_ring, aqm_llm_verdict_ring);
 
 	make_dev_args_init(&args);
 	args.mda_devsw = &aqm_llm_cdevsw;
 	args.mda_uid = UID_ROOT;
 	args.mda_gid = GID_WHEEL;
 	args.mda_mode = 0600;
-	error = make_dev_s(&args, &aqm_llm_cdev, AQM_LLM_NAME);
-	if (error == 0)
-		error = dn_sched_modevent(mod, MOD_LOAD, &aqm_llm_desc);
+	return (make_dev_s(&args, &aqm_llm_cdev, AQM_LLM_NAME));
+}
+
+static int
+aqm_llm_load(module_t mod)
+{
+	int error;
+
+	TUNABLE_INT_FETCH("net.inet.ip.dummynet.aqm_llm.state_ring",
+	    &aqm_llm_state_ring);
+	TUNABLE_INT_FETCH("net.inet.ip.dummynet.aqm_llm.verdict_ring",
+	    &aqm_llm_verdict_ring);
+	if (aqm_llm_state_ring < 0 || aqm_llm_verdict_ring < 0 ||
+	    !aqm_ring_entries_valid((uint32_t)aqm_llm_state_ring) ||
+	    !aqm_ring_entries_valid((uint32_t)aqm_llm_verdict_ring)) {
+		printf("aqm_llm: ring sizes must be powers of two in [%u, %u]\n",
+		    AQM_RING_MIN_ENTRIES, AQM_RING_MAX_ENTRIES);
+		return (EINVAL);
+	}
+	aqm_params_default(&aqm_llm_defaults);
+	mtx_init(&aqm_llm_mtx, "aqm_llm", NULL, MTX_DEF);
+	aqm_llm_region_size = aqm_chan_region_size(
+	    (uint32_t)aqm_llm_state_ring, (uint32_t)aqm_llm_verdict_ring);
+	aqm_llm_region = (void *)kmem_malloc(round_page(aqm_llm_region_size),
+	    M_WAITOK | M_ZERO);
+	(void)aqm_chan_init(&aqm_llm_chan, aqm_llm_region,
+	    aqm_llm_region_size, (uint32_t)aqm_llm_state_ring,
+	    (uint32_t)aqm_llm_verdict_ring);
+
+	error = aqm_llm_make_dev();
+	if (error == 0 && dn_sched_modevent(mod, MOD_LOAD, &aqm_llm_desc) != 0)
+		error = EEXIST;		/* dummynet has a scheduler so named */
 	if (error != 0) {
 		if (aqm_llm_cdev != NULL)
 			destroy_dev(aqm_llm_cdev);
+		aqm_llm_cdev = NULL;
 		kmem_free(aqm_llm_region, round_page(aqm_llm_region_size));
 		mtx_destroy(&aqm_llm_mtx);
+		return (error);
 	}
-	return (error);
+	aqm_llm_sysctl_attach();
+	return (0);
 }
 
 static int
 aqm_llm_unload(module_t mod)
 {
-	int error;
+	int busy, error;
 
-	/* Refuse while anything could still touch the module's memory. */
-	if (aqm_llm_instances != 0 || aqm_llm_mapped != 0 ||
-	    aqm_llm_pending_frees != 0)
+	mtx_lock(&aqm_llm_mtx);
+	busy = aqm_llm_instances != 0 || aqm_llm_desc.ref_count != 0 ||
+	    aqm_llm_pending_frees != 0;
+	mtx_unlock(&aqm_llm_mtx);
+	if (busy)
 		return (EBUSY);
-	error = dn_sched_modevent(mod, MOD_UNLOAD, &aqm_llm_desc);
-	if (error != 0)
-		return (error);
+	/*
+	 * No new mapping can start once the device is gone: only then does
+	 * the count of mappings tell whether the region is still in use.
+	 */
 	destroy_dev(aqm_llm_cdev);
+	aqm_llm_cdev = NULL;
+	error = aqm_llm_mapped != 0 ? EBUSY :
+	    dn_sched_modevent(mod, MOD_UNLOAD, &aqm_llm_desc);
+	if (error != 0) {
+		if (aqm_llm_make_dev() != 0)
+			printf("aqm_llm: unload refused, /dev/aqm_llm lost\n");
+		return (error);
+	}
+	(void)sysctl_ctx_free(&aqm_llm_sysctl_ctx);
 	kmem_free(aqm_llm_region, round_page(aqm_llm_region_size));
 	mtx_destroy(&aqm_llm_mtx);
 	return (0);
@@ -675,8 +1062,8 @@ aqm_llm_unload(module_t mod)
 
 /*
  * Our own module handler around dummynet's (what DECLARE_DNSCHED_MODULE
- * would install alone): the device and the region come and go with the
- * scheduler, and unload is refused while the region is mapped.
+ * would install alone): the device, the region and the sysctls come and
+ * go with the scheduler, and unload is refused while the region is mapped.
  */
 static int
 aqm_llm_modevent(module_t mod, int cmd, void *arg)
@@ -696,7 +1083,11 @@ aqm_llm_modevent(module_t mod, int cmd, void *arg)
 static moduledata_t aqm_llm_mod = {
 	AQM_LLM_NAME, aqm_llm_modevent, NULL
 };
-DECLARE_MODULE(aqm_llm, aqm_llm_mod, SI_SUB_PROTO_IFATTACHDOMAIN,
-    SI_ORDER_ANY);
+/*
+ * The subsystem and order of FreeBSD 14's DECLARE_DNSCHED_MODULE: after
+ * dummynet's own module event (SI_SUB_PROTO_FIREWALL, SI_ORDER_ANY - 128)
+ * when both are loaded at boot.
+ */
+DECLARE_MODULE(aqm_llm, aqm_llm_mod, SI_SUB_PROTO_FIREWALL, SI_ORDER_ANY);
 MODULE_DEPEND(aqm_llm, dummynet, 3, 3, 3);
-MODULE_VERSION(aqm_llm, 1);
+MODULE_VERSION(aqm_llm, 2);

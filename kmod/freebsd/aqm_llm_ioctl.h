@@ -3,8 +3,10 @@
  *
  * aqm_llm_ioctl.h: the ioctls of /dev/aqm_llm (see aqm_llm(4)).
  *
- * Scheduler instances are named by their dummynet scheduler number
- * (`dnctl sched N config ... type aqm_llm`).
+ * Schedulers are named by their dummynet number (`dnctl sched N config
+ * ... type aqm_llm`); where several instances share a number (a mask, or
+ * the same number in several VNETs), COUNTERS and GETPARAMS read the
+ * oldest and SETPARAMS sets them all (and the scheduler's next instances).
  */
 
 #ifndef AQM_LLM_IOCTL_H
@@ -14,16 +16,27 @@
 
 #include "aqm_channel.h"
 
+/*
+ * AQMLLM_INFO.  The region belongs to a scheduler number (AQMLLM_ATTACH) and
+ * serves the oldest live instance of it; instances come and go (dummynet
+ * expires idle ones), and each core that takes the region over bumps the
+ * region header's producer_gen.
+ */
 struct aqm_llm_info {
 	uint32_t abi_version;
 	uint32_t state_ring_entries;
 	uint32_t verdict_ring_entries;
-	uint32_t instances;
+	uint32_t instances;		/* live instances, all schedulers */
 	uint64_t region_size;
-	int32_t	 attached_sched;	/* -1: none */
-	uint32_t pad;
+	int32_t	 attached_sched;	/* the region's scheduler; -1: none */
+	uint32_t sched_instances;	/* live instances of it (masks, VNETs) */
+	uint64_t served_instance;	/* id of the one served; 0: none now */
+	uint64_t attach_ns;		/* uptime (ns) of the last core attach */
+	uint32_t attach_count;		/* core attaches since load */
+	uint32_t sched_configured;	/* aqm_llm schedulers of that number */
+	uint64_t reserved;
 };
-AQM_STATIC_ASSERT(sizeof(struct aqm_llm_info) == 32, "aqm_llm_info ABI");
+AQM_STATIC_ASSERT(sizeof(struct aqm_llm_info) == 64, "aqm_llm_info ABI");
 
 struct aqm_llm_counters_req {
 	int32_t	 sched;
@@ -43,7 +56,7 @@ AQM_STATIC_ASSERT(sizeof(struct aqm_llm_params_req) == 72,
     "aqm_llm_params_req ABI");
 
 #define	AQMLLM_INFO	_IOR('Q', 1, struct aqm_llm_info)
-#define	AQMLLM_ATTACH	_IOW('Q', 2, int32_t)		/* sched number */
+#define	AQMLLM_ATTACH	_IOW('Q', 2, int32_t)		/* scheduler number */
 #define	AQMLLM_DETACH	_IO('Q', 3)
 #define	AQMLLM_COUNTERS	_IOWR('Q', 4, struct aqm_llm_counters_req)
 #define	AQMLLM_GETPARAMS _IOWR('Q', 5, struct aqm_llm_params_req)

@@ -4,6 +4,11 @@
  * aqm_llm_os.h: the kernel interfaces aqm_llm.c uses, from FreeBSD's
  * headers, or from the user-space shim of tests/freebsd when the glue is
  * compiled into the test harness (-DAQM_LLM_HARNESS).
+ *
+ * Dummynet's scheduler interface is private (sys/netpfil/ipfw): with the
+ * source tree (-DAQM_LLM_WITH_SRC, set by the Makefile when it finds it)
+ * its own headers are used; without it, compat/aqm_dn_compat.h declares
+ * the same layouts and asserts them.
  */
 
 #ifndef AQM_LLM_OS_H
@@ -40,13 +45,32 @@
 #include <vm/vm_pager.h>
 
 #include <net/if.h>
+#include <net/ethernet.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/ip6.h>
+
+#ifdef AQM_LLM_WITH_SRC
+/*
+ * Dummynet's private headers, from the source tree, preceded by what they
+ * need, in the order the in-tree schedulers (dn_sched_fifo.c,
+ * dn_sched_fq_codel.c) include them.
+ */
+#include <sys/socketvar.h>
+#include <net/vnet.h>
+#include <netinet/ip_var.h>
 #include <netinet/ip_fw.h>
 #include <netinet/ip_dummynet.h>
-
+#include <netpfil/ipfw/ip_fw_private.h>
+#include <netpfil/ipfw/dn_heap.h>
+#include <netpfil/ipfw/ip_dn_private.h>
+#include <netpfil/ipfw/dn_aqm.h>
+#include <netpfil/ipfw/dn_sched.h>
+#else
+#include <netinet/ip_fw.h>
+#include <netinet/ip_dummynet.h>
 #include "aqm_dn_compat.h"
+#endif
 #endif
 
 #endif /* !AQM_LLM_OS_H */

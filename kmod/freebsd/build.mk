@@ -23,12 +23,14 @@ TEST_TARGETS += freebsd-check
 # The user-space harness: the module's glue and the real core under ASan+UBSan.
 $(BUILD)/freebsd/harness: tests/freebsd/harness.c tests/freebsd/shim.c \
     tests/freebsd/shim.h kmod/freebsd/aqm_llm.c kmod/freebsd/aqm_llm_ioctl.h \
+    kmod/freebsd/aqm_llm_os.h \
     kmod/freebsd/compat/aqm_dn_compat.h $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu99 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
 		-fsanitize=address,undefined -fno-sanitize-recover=undefined \
 		-DAQM_LLM_HARNESS -Itests/freebsd/shim -Itests/freebsd \
 		-Ikmod/freebsd -Ikmod/freebsd/compat $(CORE_INC) \
-		tests/freebsd/harness.c tests/freebsd/shim.c $(CORE_SRCS) -o $@
+		tests/freebsd/harness.c tests/freebsd/shim.c $(CORE_SRCS) -o $@ \
+		-lpthread
 
 ALL_TARGETS += $(BUILD)/freebsd/harness
