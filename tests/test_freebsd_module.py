@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,11 +19,42 @@ FREEBSD = REPO_ROOT / "freebsd"
 
 
 def test_module_glue_in_the_harness_under_asan() -> None:
-    r = subprocess.run([str(HARNESS)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(HARNESS)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     m = re.search(r"(\d+) passed, (\d+) failed", r.stdout)
     assert m and int(m.group(1)) > 100 and m.group(2) == "0"
     assert "ERROR: AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr
+
+
+def test_aqmllmd_follows_the_region_across_instances(tmp_path: Path) -> None:
+    """The harness's module serves scheduler 1 while dummynet expires its instance every
+    1.5 s; one aqmllmd, never restarted, gives verdicts to instance after instance."""
+    region = Path("/dev/shm", f"aqm-test-fbsd-{os.getpid()}")
+    env = {**os.environ, "AQM_LLM_SHIM_REGION": str(region)}
+    data_path = subprocess.Popen([str(HARNESS), "serve", "12", "1500"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "aqmllmd.main", "--channel", str(region),
+         "--control", f"ipc://{tmp_path}/ctl.sock", "--metrics", "", "--seed", "1"],
+        stderr=subprocess.DEVNULL)
+    try:
+        out, err = data_path.communicate(timeout=120)
+        assert daemon.poll() is None, "aqmllmd stopped"
+    finally:
+        daemon.kill()
+        daemon.wait()
+        data_path.kill()
+        region.unlink(missing_ok=True)
+    assert data_path.returncode == 0, out + err
+    windows = [json.loads(line) for line in out.splitlines()]
+    assert len(windows) >= 5, out
+    ids = [w["instance"] for w in windows]
+    assert ids == sorted(set(ids)) and 0 not in ids  # a new instance each window
+    # Each new instance's core took the region over: one producer generation each.
+    assert [w["producer_gen"] for w in windows] == list(range(1, len(windows) + 1))
+    served = [w for w in windows if w["verdicts_applied"] > 0]
+    assert len(served) >= 2, out
+    assert windows[-1]["verdicts_applied"] > 0, out
 
 
 @pytest.mark.skipif(shutil.which("mandoc") is None, reason="mandoc not installed")
