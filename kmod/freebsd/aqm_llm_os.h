@@ -8,7 +8,7 @@
  * Dummynet's scheduler interface is private (sys/netpfil/ipfw): with the
  * source tree (-DAQM_LLM_WITH_SRC, set by the Makefile when it finds it)
  * its own headers are used; without it, compat/aqm_dn_compat.h declares
- * the same layouts and asserts them.
+ * the same layouts.  Its size and offset assertions apply to both.
  */
 
 #ifndef AQM_LLM_OS_H
@@ -69,8 +69,10 @@
 #else
 #include <netinet/ip_fw.h>
 #include <netinet/ip_dummynet.h>
-#include "aqm_dn_compat.h"
 #endif
+/* The layouts the module relies on: declared without the source tree, and
+ * asserted (amd64) either way. */
+#include "compat/aqm_dn_compat.h"
 #endif
 
 #endif /* !AQM_LLM_OS_H */

@@ -6,7 +6,7 @@ FREEBSD_KFLAGS := -D_KERNEL -DKLD_MODULE -std=gnu99 -O2 -Wall -Wextra -Werror \
                   -Wno-unused-parameter -fno-sanitize=undefined -ffreestanding \
                   -fno-builtin -fno-common -mno-red-zone -mcmodel=kernel \
                   -mno-mmx -mno-sse -msoft-float
-FREEBSD_INC    := -Ikmod/core -Ibridge -Ikmod/freebsd -Ikmod/freebsd/compat
+FREEBSD_INC    := -Ikmod/core -Ibridge -Ikmod/freebsd
 FREEBSD_SRCS   := kmod/freebsd/aqm_llm.c kmod/core/aqm_core.c
 
 .PHONY: freebsd-check

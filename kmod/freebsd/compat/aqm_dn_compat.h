@@ -6,8 +6,9 @@
  * compile, and the user-space harness of tests/freebsd).
  *
  * With the source tree, aqm_llm_os.h includes dummynet's own headers and
- * this file is not used.  Without it, the declarations below stand in for
- * them, so they must lay memory out exactly as the kernel does: dummynet
+ * only the assertions at the end of this file are used, on them.  Without
+ * it, the declarations below stand in for them, so they must lay memory
+ * out exactly as the kernel does: dummynet
  * allocates the scheduler's private area right after struct dn_sch_inst,
  * reads a struct dn_queue at its start (single-queue schedulers), links
  * struct dn_alg into its scheduler list, and reads struct dn_pkt_tag.
@@ -36,6 +37,7 @@
 #ifndef AQM_DN_COMPAT_H
 #define AQM_DN_COMPAT_H
 
+#ifndef AQM_LLM_WITH_SRC
 #ifndef NEW_AQM
 #error "<netinet/ip_dummynet.h> defines NEW_AQM on FreeBSD 14"
 #endif
@@ -201,7 +203,12 @@ struct dn_pkt_tag {
 int	dn_sched_modevent(module_t, int, void *);
 int	ecn_mark(struct mbuf *);
 struct dn_pkt_tag *dn_tag_get(struct mbuf *);
+#endif /* !AQM_LLM_WITH_SRC */
 
+/*
+ * Checked against the declarations above, and, in a build with the source
+ * tree, against dummynet's own headers.
+ */
 #if defined(__x86_64__) || defined(__amd64__)
 #define	AQM_DN_ASSERT(e, what)	_Static_assert(e, "amd64 layout: " what)
 /* Public headers. */
