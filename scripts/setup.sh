@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PKGS="build-essential clang libclang-rt-dev mandoc iproute2 python3-venv python3-dev"
+APT_PKGS="build-essential clang libclang-rt-dev mandoc iproute2 iperf3 python3-venv python3-dev"
 missing=""
 for p in $APT_PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
