@@ -235,3 +235,20 @@ def test_exporter_text_has_the_watchdog(rig) -> None:  # noqa: ANN001
     srv.metrics.serve(f"127.0.0.1:{port}")
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     assert b"aqmllm_watchdog_trips_total" in body
+
+
+def test_the_example_alert_rules_name_exported_metrics(rig) -> None:  # noqa: ANN001
+    """daemon/monitoring/aqmllmd-alerts.yml: valid YAML, every aqmllm_* metric in its
+    expressions is one the exporter serves (with a data path attached)."""
+    import re
+
+    yaml = pytest.importorskip("yaml")
+    srv, region, tmp = rig
+    serve_model(srv, load_model(hostile.write("always-mark", tmp / "m.onnx")))
+    drive(srv, region, windows=3)
+    exported = {s.name for fam in srv.metrics.registry.collect() for s in fam.samples}
+    rules = yaml.safe_load((Path(__file__).resolve().parents[1] / "daemon" / "monitoring"
+                            / "aqmllmd-alerts.yml").read_text())
+    named = {m for g in rules["groups"] for r in g["rules"]
+             for m in re.findall(r"aqmllm_\w+", r["expr"])}
+    assert named and named <= exported, named - exported

@@ -48,7 +48,7 @@ class Config:
     watchdog_action: str = "rollback"  # or "pause"
     watchdog_window_ms: int = 250
     watchdog_windows: int = 2
-    watchdog_min_states: int = 50
+    watchdog_min_states: int = 20
     watchdog_excess_pct: int = 10
     watchdog_util_floor_pct: int = 90
     watchdog_fail_pct: int = 50

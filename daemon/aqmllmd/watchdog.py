@@ -15,7 +15,12 @@ harm budget refused (`verdicts_capped`, ABI v2). Per window (`window_ms`):
 - `failing`: at least `fail_pct` % of the window's states got no verdict because the
   model raised, gave non-finite or invalid output, or was too slow.
 
-`windows` consecutive harmful windows (each with at least `min_states` states) trip it:
+A window with fewer than `min_states` states is not judged: it carries over into the
+next (up to `MAX_CARRY_S`), so a model that starves the link of packets (an always-drop
+model leaves TCP a few retransmissions a second) is judged once enough have come; the
+`signals` test also wants the model's excess to be at least `MIN_EXCESS_SIGNALS`
+packets, so that a handful of packets cannot condemn a model by chance.
+`windows` consecutive harmful windows trip it:
 the model is quarantined (by sha256) and, with `action = "rollback"`, the previous model
 (or the packaged default) serves from the next batch; with `action = "pause"`, or when
 no model is left that was not quarantined, the data path is paused (DualPI2 decides
@@ -32,6 +37,10 @@ import numpy as np
 from aqm_bridge.abi import QUEUE_L
 
 PROB_ONE = float(0xFFFFFFFF)
+#: A window too small to judge carries over at most this long (then starts afresh).
+MAX_CARRY_S = 10.0
+#: The `signals` test wants at least this many signals above DualPI2's expectation.
+MIN_EXCESS_SIGNALS = 10
 REASONS = ("signals", "utilisation", "failing")
 
 
@@ -40,7 +49,7 @@ class WatchdogConfig:
     enabled: bool = True
     window_ms: int = 250
     windows: int = 2
-    min_states: int = 50
+    min_states: int = 20
     excess_pct: int = 10
     util_floor_pct: int = 90
     fail_pct: int = 50
@@ -113,8 +122,11 @@ class Watchdog:
         """End the window; the reason if the model has now harmed `windows` in a row."""
         start = self._window_start if self._window_start is not None else now_s
         dt = max(now_s - start, 1e-6)
+        w = self.window
+        if w.states < self.cfg.min_states and now_s - start < MAX_CARRY_S:
+            return None  # too little to judge: carry on into the next window
         self._window_start = now_s
-        w, self.window = self.window, Window()
+        self.window = Window()
         util, capped = self._from_counters(counters, dt)
         model_share, dualpi2_share = w.share()
         self.last = {"states": w.states, "model_signal_share": round(model_share, 4),
@@ -152,7 +164,8 @@ class Watchdog:
         if w.failed * 100 >= c.fail_pct * w.states:
             return "failing"
         model, dualpi2 = w.share()
-        if model - dualpi2 >= c.excess_pct / 100 and model >= 2 * dualpi2:
+        if (model - dualpi2 >= c.excess_pct / 100 and model >= 2 * dualpi2
+                and w.signals - w.expected >= MIN_EXCESS_SIGNALS):
             return "signals"
         if (util is not None and util * 100 < c.util_floor_pct
                 and model >= 2 * dualpi2 + 0.01):

@@ -1,0 +1,50 @@
+"""Wrong models on the main job's load: build/aqm-host and aqmllmd as separate processes.
+
+Each hostile model passes validation (a valid distribution everywhere) and would cut the
+delivered rate to a fraction of DualPI2's; the watchdog takes it out of service and the
+shipped model serves instead. The shipped model itself is never taken out. Delivered
+rates against DualPI2 alone: bench/wrong_models.py, figures in daemon/README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aqm_bridge.demo import HOST
+from aqmllmd import hostile
+from aqmllmd.default_model import DEFAULT_MODEL
+from aqmllmd.demo import run_with_daemon
+
+pytestmark = pytest.mark.skipif(not HOST.is_file(), reason="build/aqm-host not built")
+
+ARGS = ["--duration", "4", "--rate-mbps", "50", "--rtt-ms", "20", "--l4s", "2",
+        "--classic-ecn", "1", "--classic", "1"]
+
+
+def every_packet_decided(report: dict) -> None:
+    assert report["decisions"] + sum(report["queued_at_end"]) == sum(report["pkts_in"])
+    assert report["verdicts_bad"] == 0 and report["channel_errors"] == 0
+
+
+@pytest.mark.parametrize("kind", ["always-drop", "always-mark", "uniform", "adversarial"])
+def test_a_hostile_model_is_replaced_by_the_shipped_one(tmp_path: Path, kind: str) -> None:
+    tmp_path.chmod(0o755)
+    model = hostile.write(kind, tmp_path / f"{kind}.onnx")
+    report, status = run_with_daemon(ARGS, model=str(model), log=tmp_path / "d.log")
+    every_packet_decided(report)
+    assert status is not None, (tmp_path / "d.log").read_text()
+    wd = status["watchdog"]
+    assert sum(wd["trips"].values()) == 1, wd
+    assert wd["last_trip"]["model"] == f"hostile-{kind}"
+    assert wd["quarantined"] == [f"hostile-{kind}"]
+    assert status["model"]["path"] == str(DEFAULT_MODEL) and not status["paused"]
+    assert "watchdog: model hostile-" in (tmp_path / "d.log").read_text()
+
+
+def test_the_shipped_model_is_left_alone(tmp_path: Path) -> None:
+    report, status = run_with_daemon(ARGS, log=tmp_path / "d.log")
+    every_packet_decided(report)
+    assert status is not None and report["model_share"] > 0.2
+    assert sum(status["watchdog"]["trips"].values()) == 0, status["watchdog"]
