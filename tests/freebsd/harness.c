@@ -445,6 +445,8 @@ test_single_queue_contract(void)
 
 /* -- item 3: the attachment belongs to the scheduler number ------------------ */
 
+static uint64_t daemon_last_seq;
+
 static void
 daemon_verdicts(struct aqm_chan *d, uint32_t action, int *n)
 {
@@ -453,8 +455,10 @@ daemon_verdicts(struct aqm_chan *d, uint32_t action, int *n)
 	int got, i;
 
 	got = (int)aqm_state_pop_batch(d, s, 64);
-	for (i = 0; i < got; i++)
+	for (i = 0; i < got; i++) {
 		v[i] = (struct aqm_verdict_rec){ s[i].seq, action, 1 };
+		daemon_last_seq = s[i].seq;
+	}
 	CHECK(aqm_verdict_push_batch(d, v, (uint32_t)got) == (int64_t)got);
 	*n = got;
 }
@@ -468,7 +472,7 @@ test_attachment_survives_instances(void)
 	struct aqm_llm_info i;
 	struct mbuf *m;
 	uint32_t gen0;
-	uint64_t first;
+	uint64_t first, seq;
 	int n, dropped;
 
 	CHECK(attach(42) == ENOENT);		/* no such scheduler */
@@ -491,6 +495,7 @@ test_attachment_survives_instances(void)
 	CHECK((region_hdr()->flags & AQM_CHAN_F_PRODUCER_UP) != 0);
 	daemon_verdicts(&daemon, AQM_ACT_MARK, &n);
 	CHECK(n == 1);
+	seq = daemon_last_seq;
 	m = serve(s, &dropped);
 	CHECK(m != NULL && ecn_of(m) == 3);	/* the daemon's mark */
 	if (m != NULL)
@@ -519,6 +524,7 @@ test_attachment_survives_instances(void)
 	CHECK(region_hdr()->producer_gen == gen0 + 2);
 	daemon_verdicts(&daemon, AQM_ACT_MARK, &n);
 	CHECK(n == 1);
+	CHECK(daemon_last_seq > seq);	/* carried on above the first's */
 	m = serve(s, &dropped);
 	CHECK(m != NULL && ecn_of(m) == 3);
 	if (m != NULL)
