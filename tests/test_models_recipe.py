@@ -191,48 +191,7 @@ def _row(scenario: str, policy: str, util: float, jain: float, l99: float, c99: 
             "jain": jain, "l_p99_ms": l99, "c_p99_ms": c99, "loss": 0.0}
 
 
-def test_gate_passes_a_model_as_good_as_dualpi2_and_names_each_failure() -> None:
-    from aqmllm_models.closed_loop import gate
-
-    good = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.94, 0.89, 0.9, 15.0)]
-    assert gate(good) == []
-    bad = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.60, 0.95, 0.5, 25.0),
-           _row("b", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("b", "llm", 0.95, 0.8, 0.5, 10.0)]
-    failures = gate(bad)
-    assert len(failures) == 3
-    assert failures[0].startswith("a: utilisation 0.600") and "classic p99" in failures[1]
-    assert failures[2].startswith("b: Jain index")
-    assert gate([_row("a", "llm", 1, 1, 0, 0)]) == ["the gate needs runs of both the model "
-                                                    "and dualpi2"]
-    # A model that ties DualPI2 everywhere (what adding nothing under the dualpi2 guard
-    # gives) is not promoted.
-    tie = [_row("a", "dualpi2", 0.95, 0.9, 1.0, 20.0), _row("a", "llm", 0.95, 0.9, 1.0, 20.0)]
-    assert gate(tie) == ["no p99 is measurably lower than DualPI2's anywhere: the model "
-                         "adds nothing"]
-
-
-def test_gate_tells_a_p99_difference_from_seed_to_seed_noise() -> None:
-    from aqmllm_models.closed_loop import gate
-
-    def runs(base: list[float], model: list[float], c99: float = 15.0) -> list[dict]:
-        return [r for seed, (b, m) in enumerate(zip(base, model, strict=True), start=1)
-                for r in ({**_row("a", "dualpi2", 0.95, 0.9, b, 20.0), "seed": seed},
-                          {**_row("a", "llm", 0.95, 0.9, m, c99), "seed": seed})]
-
-    # L p99 higher on average, but by less than two standard errors of the paired
-    # difference (+0.5 ± 3.2): noise; the classic p99 is 5 ms lower on every seed.
-    assert gate(runs([2.0, 8.0, 3.0, 9.0], [8.0, 2.0, 9.0, 5.0])) == []
-    # The same mean difference, seed after seed: real, so a failure.
-    failures = gate(runs([2.0, 8.0, 3.0, 9.0], [2.5, 8.5, 3.5, 9.5]))
-    assert failures == ["a: L p99 6.000 against DualPI2's 5.500"]
-    # A run whose verdict timed out on the wall clock depends on the host's load.
-    late = runs([2.0, 8.0], [1.0, 7.0])
-    late[1]["verdict_timeouts"] = 1
-    assert gate(late) == ["1 model run(s) had a verdict time out on the wall clock (a loaded "
-                          "host): their figures depend on the load; run the closed loop alone"]
-    # A gain within the noise is no gain.
-    assert gate(runs([2.0, 8.0], [2.0, 8.0], c99=20.0)) == [
-        "no p99 is measurably lower than DualPI2's anywhere: the model adds nothing"]
+# The promotion gate's own tests are in tests/test_gate.py.
 
 
 def test_paired_rows_compare_the_model_with_dualpi2_seed_by_seed() -> None:
