@@ -53,14 +53,14 @@
 #ifdef AQM_LLM_WITH_SRC
 /*
  * Dummynet's private headers, from the source tree, preceded by what they
- * need, in the order the in-tree schedulers (dn_sched_fifo.c,
- * dn_sched_fq_codel.c) include them.
+ * need, in the order dummynet's own files (dn_sched_fifo.c,
+ * dn_sched_fq_codel.c, ip_dummynet.c) include them.
  */
 #include <sys/socketvar.h>
-#include <net/vnet.h>
 #include <netinet/ip_var.h>
 #include <netinet/ip_fw.h>
 #include <netinet/ip_dummynet.h>
+#include <net/vnet.h>
 #include <netpfil/ipfw/ip_fw_private.h>
 #include <netpfil/ipfw/dn_heap.h>
 #include <netpfil/ipfw/ip_dn_private.h>
