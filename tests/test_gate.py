@@ -116,3 +116,23 @@ def test_a_run_whose_verdicts_timed_out_is_not_judged() -> None:
     rows[-1]["verdict_timeouts"] = 1
     assert gate(rows) == ["1 model run(s) had a verdict time out on the wall clock (a loaded "
                           "host): their figures depend on the load; run the closed loop alone"]
+
+
+def test_the_report_has_a_table_and_a_tradeoff_plot_per_scenario(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from aqmllm_models.closed_loop import report
+
+    rng = random.Random(8)
+    rows = []
+    for s in ("a", "b"):
+        for policy in ("dualpi2", "fq_codel", "llm"):
+            rows += _rows(s, policy, _noisy(rng))
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    report(tmp_path / "results.json", tmp_path / "out")
+    text = (tmp_path / "out" / "table.md").read_text()
+    assert "### a" in text and "### b" in text and "## The gate" in text
+    assert "| fq_codel | 10 |" in text
+    for s in ("a", "b"):
+        png = tmp_path / "out" / s / "tradeoff.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -101,16 +101,118 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
         rows.append(r)
     results = {"model": str(model), "verdict_guard": verdict_guard, "rows": rows}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    paired = paired_table(rows) if "dualpi2" in baselines else ""
-    late = timed_out_runs(rows)
-    (out / "table.md").write_text(markdown_table(rows) + "\n" + (
-        f"\nSeed by seed against DualPI2:\n\n{paired}\n" if paired else "") + (
-        f"\n{late} of {len(seeds) * len(scenarios)} model runs had a verdict time out "
-        f"(a loaded host), each run {1 + TIMEOUT_RETRIES} times: not reproducible.\n"
-        if late else ""))
+    (out / "table.md").write_text(report_text(rows))
     _figures(rows, out, {names[p]: out / names[p] for p in scenarios},
              [*baselines, "llm"], seeds[0])
+    tradeoff_plots(rows, out)
     return rows
+
+
+def report_text(rows: list[dict[str, Any]]) -> str:
+    """table.md: the mean table, one table per scenario, the seed-by-seed differences
+    and the gate's figure-by-figure verdicts."""
+    policies = {r["policy"] for r in rows}
+    paired = paired_table(rows) if "dualpi2" in policies else ""
+    late = timed_out_runs(rows)
+    n_model = sum(1 for r in rows if r["policy"] == "llm")
+    parts = [markdown_table(rows), "", "## Per scenario", "", per_scenario_tables(rows)]
+    if paired:
+        parts += ["", "## Seed by seed against DualPI2", "", paired]
+    if "dualpi2" in policies and "llm" in policies:
+        failures = gate(rows)
+        parts += ["", "## The gate", "", gate_table(rows), "",
+                  "Passes." if not failures else "Fails:\n\n" + "\n".join(
+                      f"- {f}" for f in failures)]
+    if late:
+        parts += ["", f"{late} of {n_model} model runs had a verdict time out (a loaded "
+                  f"host), each run {1 + TIMEOUT_RETRIES} times: not reproducible."]
+    return "\n".join(parts) + "\n"
+
+
+def per_scenario_tables(rows: list[dict[str, Any]]) -> str:
+    """One table per scenario: every policy's mean and seed-to-seed standard deviation."""
+    by: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        by.setdefault(r["scenario"], {}).setdefault(r["policy"], []).append(r)
+    out = []
+    for scenario in sorted(by):
+        out += [f"### {scenario}", "",
+                "| policy | seeds | utilisation | Jain | L p99 ms | C p99 ms | loss % |",
+                "|---|---|---|---|---|---|---|"]
+        for policy, rs in by[scenario].items():
+            cells = []
+            for c in COLUMNS:
+                v = [r[c] * (100 if c == "loss" else 1) for r in rs]
+                m = sum(v) / len(v)
+                fmt = ".2f" if c.endswith("ms") else ".3f"
+                cells.append(f"{m:{fmt}} ± {_sd(v):{fmt}}")
+            out.append(f"| {'model' if policy == 'llm' else policy} | {len(rs)} | "
+                       + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+#: Issue 18's goal on variable-capacity links: this utilisation at a classic p99 no
+#: worse than DualPI2's.
+GOAL_UTILISATION = 0.85
+
+
+def tradeoff_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One PNG per scenario (out/SCENARIO/tradeoff.png): every policy's utilisation
+    against its classic p99 (log scale), each seed a small dot, the mean a marker; the
+    goal (GOAL_UTILISATION at DualPI2's mean classic p99 or lower) shaded."""
+    from aqmllm_sim.plots import _pyplot
+
+    plt = _pyplot()
+    by: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        by.setdefault(r["scenario"], {}).setdefault(r["policy"], []).append(r)
+    paths = []
+    for scenario, pols in sorted(by.items()):
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for i, (policy, rs) in enumerate(pols.items()):
+            xs = [max(r["c_p99_ms"], 0.01) for r in rs]
+            ys = [r["utilisation"] for r in rs]
+            color = f"C{i}"
+            ax.scatter(xs, ys, s=8, alpha=0.35, color=color)
+            ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], s=70, color=color,
+                       edgecolors="black", label="model" if policy == "llm" else policy,
+                       marker="*" if policy == "llm" else "o", zorder=3)
+        ax.set_xscale("log")
+        d = pols.get("dualpi2")
+        if d:
+            x_goal = sum(r["c_p99_ms"] for r in d) / len(d)
+            ax.axvline(x_goal, color="grey", lw=0.8, ls=":")
+            ax.axhline(GOAL_UTILISATION, color="grey", lw=0.8, ls=":")
+            ax.fill_between([ax.get_xlim()[0], x_goal], GOAL_UTILISATION, 1.02,
+                            color="green", alpha=0.08, label="goal")
+        ax.set_ylim(top=1.02)
+        ax.set_xlabel("classic p99 sojourn (ms, log)")
+        ax.set_ylabel("utilisation")
+        ax.set_title(scenario, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        (out / scenario).mkdir(parents=True, exist_ok=True)
+        path = out / scenario / "tradeoff.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def report(results: Path, out: Path) -> None:
+    """Rebuild table.md and the trade-off PNGs from a closed loop's results.json (rows
+    of several results files are merged; a later file's rows replace an earlier's)."""
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for path in [results] if results.is_file() else sorted(results.glob("*.json")):
+        for r in json.loads(path.read_text())["rows"]:
+            rows[(r["scenario"], r["policy"], r["seed"])] = r
+    out.mkdir(parents=True, exist_ok=True)
+    merged = list(rows.values())
+    (out / "table.md").write_text(report_text(merged))
+    tradeoff_plots(merged, out)
+
 
 
 def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -401,3 +503,11 @@ def _figures(rows: list[dict[str, Any]], out: Path, dirs: dict[str, Path],
     fig.tight_layout()
     fig.savefig(out / "summary.png", dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m aqmllm_models.closed_loop RESULTS.json|DIR OUT_DIR")
+    report(Path(sys.argv[1]), Path(sys.argv[2]))
