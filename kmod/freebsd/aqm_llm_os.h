@@ -54,8 +54,10 @@
 /*
  * Dummynet's private headers, from the source tree, preceded by what they
  * need, in the order dummynet's own files (dn_sched_fifo.c,
- * dn_sched_fq_codel.c, ip_dummynet.c) include them.
+ * dn_sched_fq_codel.c, ip_dummynet.c) include them; sys/ck.h for the
+ * CK_LIST entries of dn_sched.h and dn_aqm.h, as ip_dummynet.c has it.
  */
+#include <sys/ck.h>
 #include <sys/socketvar.h>
 #include <netinet/ip_var.h>
 #include <netinet/ip_fw.h>
