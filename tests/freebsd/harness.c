@@ -884,11 +884,19 @@ test_mmap_and_unload(void)
 {
 	struct dn_schk *s = sched(15, NULL);
 	struct vm_page page = { 0, 0, 0, 0 }, *mres = &page;
+	struct callout *tick;
 	vm_object_t obj;
 
 	enqueue(s, packet4(1, 700));		/* left queued at teardown */
 	CHECK(module_unload() == EBUSY);
+	tick = &AQM_LLM_SI(inst(s))->st->tick;
+	shim_callout_running = 1;		/* the tick runs as it goes */
 	sched_delete(s);
+	shim_callout_running = 0;
+	CHECK(sysctl_get("instances") == 0 && aqm_llm_pending_frees == 1);
+	CHECK(module_unload() == EBUSY);	/* its state is still draining */
+	shim_callout_finish(tick);		/* freed from the drain callback */
+	CHECK(aqm_llm_pending_frees == 0);
 
 	CHECK(shim_dev_mmap(round_page(aqm_llm_region_size) + 4096, &obj) ==
 	    EINVAL);

@@ -126,16 +126,34 @@ callout_schedule_sbt(struct callout *c, sbintime_t sbt, sbintime_t pr,
 	c->pending = 1;
 }
 
-/* Not running (the harness fires callouts itself): stopped, no drain call. */
+int shim_callout_running;
+
+/*
+ * As FreeBSD's: 1 when a pending callout was stopped, 0 when it is running
+ * (drain is called when it returns: shim_callout_finish), and no drain.
+ */
 int
 callout_async_drain(struct callout *c, void (*drain)(void *))
 {
 
-	(void)drain;
 	if (!c->mtx->held)
 		shim_lock_error(c->mtx, "callout_async_drain without its mutex");
 	c->pending = 0;
+	if (shim_callout_running) {
+		c->drain = drain;
+		return (0);
+	}
 	return (1);
+}
+
+void
+shim_callout_finish(struct callout *c)
+{
+	void (*drain)(void *) = c->drain;
+
+	c->drain = NULL;
+	if (drain != NULL)
+		drain(c->arg);
 }
 
 void

@@ -105,13 +105,17 @@ struct callout {
 	void		(*fn)(void *);
 	void		*arg;
 	int		 pending;
+	void		(*drain)(void *);
 };
+/* Set: callout_async_drain finds the callout running (drain called later). */
+extern int shim_callout_running;
 void	callout_init_mtx(struct callout *, struct mtx *, int);
 void	callout_reset_sbt(struct callout *, sbintime_t, sbintime_t,
 	    void (*)(void *), void *, int);
 void	callout_schedule_sbt(struct callout *, sbintime_t, sbintime_t, int);
 int	callout_async_drain(struct callout *, void (*)(void *));
 void	shim_callout_fire(struct callout *);
+void	shim_callout_finish(struct callout *);	/* the running one returns */
 
 /* Interfaces: an index and a generation, as if_getindex/if_getidxgen. */
 struct ifnet {
