@@ -264,6 +264,7 @@ aqm_llm_find(int sched_nr)
 	return (NULL);
 }
 
+/* How many aqm_llm schedulers have this number (instances need one). */
 static int
 aqm_llm_configured(int sched_nr)
 {
@@ -657,7 +658,7 @@ aqm_llm_ioctl(struct cdev *dev, u_long cmd, caddr_t data, int flag,
 			error = EINVAL;
 			break;
 		}
-		if (!aqm_llm_configured(nr) && aqm_llm_find(nr) == NULL) {
+		if (!aqm_llm_configured(nr)) {
 			error = ENOENT;		/* no aqm_llm scheduler nr */
 			break;
 		}
@@ -684,8 +685,7 @@ aqm_llm_ioctl(struct cdev *dev, u_long cmd, caddr_t data, int flag,
 	case AQMLLM_GETPARAMS:
 	case AQMLLM_SETPARAMS:
 		pr = (struct aqm_llm_params_req *)data;
-		if (!aqm_llm_configured(pr->sched) &&
-		    aqm_llm_find(pr->sched) == NULL) {
+		if (!aqm_llm_configured(pr->sched)) {
 			error = ENOENT;
 			break;
 		}
