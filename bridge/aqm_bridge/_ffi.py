@@ -31,7 +31,7 @@ struct aqm_counters {
     uint64_t verdicts_capped[2]; uint64_t states_slot_busy;
 };
 struct aqm_pkt {
-    uint64_t seq; uint64_t ts_ns; uint32_t len; uint8_t queue; uint8_t ecn; uint16_t pad;
+    uint64_t seq; uint64_t ts_ns; uint32_t len; uint8_t queue; uint8_t ecn; uint16_t flags;
 };
 struct aqm_decision { uint32_t verdict; uint32_t source; };
 struct aqm_abi_entry { const char *name; uint64_t value; };

@@ -18,17 +18,22 @@
 #define PI_DELTA_MAX		((int64_t)1 << 32)
 /* Idle catch-up: PI updates run per call at most, then time skips. */
 #define PI_CATCHUP_MAX		4
-/* Service-rate estimator: sample window and floor. */
+/* The PI schedule restarts when the clock is this many updates behind it. */
+#define PI_RESYNC_UPDATES	8u
+/* |qdelay| itself is clamped here first, so the differences cannot wrap. */
+#define PI_QDELAY_MAX		((uint64_t)1 << 33)
+/* Service-rate estimators: sample window, first estimate, floor. */
 #define RATE_WINDOW_NS		1000000ull
+#define RATE_FIRST_SAMPLES	4u
 #define RATE_MIN_BPS		1000ull
 
 #define AQM_SEQ_NONE		UINT64_MAX
 
 /* Verdict slot states. */
-#define AQM_VS_EMPTY		0u
+#define AQM_VS_EMPTY		0u	/* no state published */
 #define AQM_VS_WAITING		1u	/* state published, no verdict yet */
 #define AQM_VS_VERDICT		2u	/* verdict arrived, packet queued */
-#define AQM_VS_DONE		3u	/* packet left */
+#define AQM_VS_DONE		3u	/* verdict withdrawn (emulated lateness) */
 
 #define VSLOT_MASK		(AQM_VSLOTS - 1)
 AQM_STATIC_ASSERT((AQM_VSLOTS & VSLOT_MASK) == 0, "AQM_VSLOTS power of 2");
@@ -260,6 +265,9 @@ pi_update(struct aqm_core *c, uint64_t now_ns)
 	qc = head_sojourn(c, AQM_QUEUE_C, now_ns);
 	ql = head_sojourn(c, AQM_QUEUE_L, now_ns);
 	qdelay = qc > ql ? qc : ql;
+	/* Clamp before any signed arithmetic: a sojourn may be near 2^64. */
+	if (qdelay > PI_QDELAY_MAX)
+		qdelay = PI_QDELAY_MAX;
 	delta = clamp_delta((int64_t)qdelay - (int64_t)c->params.target_ns) *
 	    c->alpha_coef;
 	delta += clamp_delta((int64_t)qdelay - (int64_t)c->last_qdelay_ns) *
@@ -284,16 +292,38 @@ pi_update(struct aqm_core *c, uint64_t now_ns)
 }
 
 static void
-pi_catch_up(struct aqm_core *c, uint64_t now_ns)
+pi_catch_up_slow(struct aqm_core *c, uint64_t now_ns)
 {
+	uint32_t tupdate = c->params.tupdate_ns;
 	int i;
 
+	/*
+	 * The clock went backwards by more than a few intervals: start the
+	 * schedule again from now rather than wait for the clock to catch up
+	 * with it.  (A timestamp a little older than the last update, which
+	 * a host may pass, is not worth a restart.)
+	 */
+	if (c->next_update_ns > now_ns + (uint64_t)tupdate * PI_RESYNC_UPDATES) {
+		c->last_update_ns = now_ns;
+		c->next_update_ns = now_ns + tupdate;
+	}
 	for (i = 0; i < PI_CATCHUP_MAX && now_ns >= c->next_update_ns; i++) {
 		pi_update(c, now_ns);
 		c->next_update_ns += c->params.tupdate_ns;
 	}
 	if (now_ns >= c->next_update_ns)
 		c->next_update_ns = now_ns + c->params.tupdate_ns;
+}
+
+/* Due PI updates; the common case (none due) stays inline. */
+static inline void
+pi_catch_up(struct aqm_core *c, uint64_t now_ns)
+{
+
+	if (now_ns < c->next_update_ns && c->next_update_ns - now_ns <=
+	    (uint64_t)c->params.tupdate_ns * PI_RESYNC_UPDATES)
+		return;
+	pi_catch_up_slow(c, now_ns);
 }
 
 static void
@@ -304,22 +334,200 @@ channel_failed(struct aqm_core *c)
 	aqm_detach(c);
 }
 
+/* -- Verdict slots ------------------------------------------------------ */
+
 /*
- * Publish the state of a packet just enqueued.  The deadline estimates when
- * it will be dequeued: the bytes ahead of it at the current service rate
- * (an L packet waits for its own queue, a classic one for both).
+ * Position of seq among the packets queued in q ([head, tail) of its ring,
+ * sequence numbers increasing), or -1.  At most 15 probes.
+ */
+static int64_t
+vring_find(const struct aqm_vring *r, uint64_t seq)
+{
+	uint32_t lo = r->head, n = r->tail - r->head, half;
+	uint64_t s;
+
+	if (n == 0 || n > AQM_VSLOTS)
+		return (-1);
+	if (r->slot[lo & VSLOT_MASK].seq == seq)	/* the usual dequeue */
+		return ((int64_t)lo);
+	if (seq < r->slot[lo & VSLOT_MASK].seq ||
+	    seq > r->slot[(r->tail - 1) & VSLOT_MASK].seq)
+		return (-1);
+	while (n > 0) {
+		half = n / 2;
+		s = r->slot[(lo + half) & VSLOT_MASK].seq;
+		if (s == seq)
+			return ((int64_t)(lo + half));
+		if (s < seq) {
+			lo += half + 1;
+			n -= half + 1;
+		} else {
+			n = half;
+		}
+	}
+	return (-1);
+}
+
+/* Slot index of seq in either queue's ring, or -1; *qout its queue. */
+static int64_t
+vslot_find(const struct aqm_core *c, uint64_t seq, unsigned *qout)
+{
+	const struct aqm_vring *r;
+	uint32_t h, i;
+	int64_t pos;
+	unsigned q;
+
+	/* The hint written at enqueue, if no later packet took it since. */
+	h = c->vhint[seq & VSLOT_MASK];
+	q = h >> 31;
+	i = h & VSLOT_MASK;
+	r = &c->vq[q];
+	if (r->slot[i].seq == seq) {
+		if (((i - r->head) & VSLOT_MASK) >= r->tail - r->head)
+			return (-1);		/* it left */
+		*qout = q;
+		return ((int64_t)i);
+	}
+	/* Overwritten by a later packet's hint: search both queues. */
+	for (q = 0; q < AQM_NQUEUES; q++) {
+		pos = vring_find(&c->vq[q], seq);
+		if (pos >= 0) {
+			*qout = q;
+			return (pos & VSLOT_MASK);
+		}
+	}
+	return (-1);
+}
+
+/*
+ * The packet seq leaves queue q: its slot (and any older one the host
+ * flushed without telling) is released.  Returns the slot, or -1 when the
+ * packet had none.
+ */
+static int64_t
+vslot_release(struct aqm_core *c, unsigned q, uint64_t seq)
+{
+	struct aqm_vring *r = &c->vq[q];
+	int64_t pos;
+
+	pos = vring_find(r, seq);
+	if (pos < 0)
+		return (-1);
+	r->head = (uint32_t)pos + 1;
+	return (pos & VSLOT_MASK);
+}
+
+/* -- Service rates and deadlines ---------------------------------------- */
+
+/*
+ * Add one gap to a rate estimate; close its window after 1 ms of samples
+ * (the first after RATE_FIRST_SAMPLES gaps, so that an estimate exists
+ * within a few packets) into an EWMA of 1/8.
  */
 static void
+rate_add(uint64_t *bps, uint64_t *npk, uint64_t *bytes, uint64_t *ns,
+    uint32_t *samples, uint32_t len, uint64_t gap_ns)
+{
+	uint64_t sample;
+
+	*bytes += len;
+	*ns += gap_ns;
+	if (*samples < RATE_FIRST_SAMPLES)
+		(*samples)++;
+	if (*ns == 0 || (*ns < RATE_WINDOW_NS &&
+	    (*bps != 0 || *samples < RATE_FIRST_SAMPLES)))
+		return;
+	sample = *bytes * NSEC_PER_SEC / *ns;
+	*bps = *bps == 0 ? sample : (*bps * 7 + sample) / 8;
+	*npk = 1024ull * NSEC_PER_SEC /
+	    (*bps > RATE_MIN_BPS ? *bps : RATE_MIN_BPS);
+	*bytes = 0;
+	*ns = 0;
+}
+
+/*
+ * The link's service rate over busy periods (bytes of the previous packet
+ * per gap), and queue q's drain rate while q stays backlogged: what q
+ * really gets from the WRR scheduler beside the other queue's load.
+ */
+static void
+rate_update(struct aqm_core *c, uint64_t now_ns, unsigned q, uint32_t len)
+{
+	int busy = c->qlen[0] + c->qlen[1] != 0;
+
+	if (c->last_deq_busy && now_ns > c->last_deq_ns)
+		rate_add(&c->rate_bps, &c->ns_per_kbyte, &c->rate_bytes,
+		    &c->rate_ns, &c->rate_samples, c->last_deq_len,
+		    now_ns - c->last_deq_ns);
+	c->last_deq_ns = now_ns;
+	c->last_deq_len = len;
+	c->last_deq_busy = busy;
+
+	/* The queues' drain rates serve only the deadlines of states. */
+	if (!c->chan_attached)
+		return;
+	if (c->qlast_busy[q] && now_ns >= c->qlast_deq_ns[q])
+		rate_add(&c->qrate_bps[q], &c->q_ns_per_kbyte[q],
+		    &c->qrate_bytes[q], &c->qrate_ns[q], &c->qrate_samples[q],
+		    c->qlast_deq_len[q], now_ns - c->qlast_deq_ns[q]);
+	c->qlast_deq_ns[q] = now_ns;
+	c->qlast_deq_len[q] = len;
+	c->qlast_busy[q] = c->qlen[q] != 0;
+}
+
+/*
+ * How long a packet of len bytes, with ahead bytes before it in queue q,
+ * will wait to be dequeued.  Queue q drains at its own measured rate (the
+ * WRR share and whatever the other queue leaves it); the packet's own
+ * transmission is not part of the wait.  Before q's drain rate is known,
+ * the link rate at q's WRR share (the full rate when the other queue is
+ * empty) stands in; before any rate is known, a packet with anything ahead
+ * of it is expected to wait target_ns, the sojourn DualPI2 steers to.
+ */
+static uint64_t
+expected_wait(const struct aqm_core *c, unsigned q, uint32_t ahead,
+    uint32_t len)
+{
+	uint64_t npk, link, wait, own;
+	unsigned other = q ^ 1;
+	int32_t share;
+
+	link = c->ns_per_kbyte;
+	npk = c->q_ns_per_kbyte[q];
+	if (npk == 0 && link != 0) {
+		share = c->qlen[other] == 0 ? 100 :
+		    q == AQM_QUEUE_C ? c->w_classic : c->w_l4s;
+		if (share < 1)
+			share = 1;
+		npk = link * 100 / (uint32_t)share;
+	}
+	if (npk == 0)
+		return (ahead == 0 && c->qlen[other] == 0 ? 0 :
+		    c->params.target_ns);
+	if (npk > UINT32_MAX)
+		npk = UINT32_MAX;
+	if (link == 0 || link > npk)
+		link = npk;
+	wait = (((uint64_t)ahead + len) * npk) >> 10;
+	own = ((uint64_t)len * link) >> 10;
+	return (wait > own ? wait - own : 0);
+}
+
+/*
+ * Publish the state of a packet just enqueued, with ahead bytes before it
+ * in its queue.  Returns 1 when published.
+ */
+static int
 publish_state(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
     uint32_t ahead_bytes, int first)
 {
 	struct aqm_state_rec r;
+	unsigned q = pkt->queue;
 	int rc;
 
 	r.seq = pkt->seq;
 	r.ts_ns = now_ns;
-	r.deadline_ns = now_ns +
-	    (((uint64_t)ahead_bytes * c->ns_per_kbyte) >> 10);
+	r.deadline_ns = now_ns + expected_wait(c, q, ahead_bytes, pkt->len);
 	r.rate_bps = c->rate_bps;
 	r.len = pkt->len;
 	r.queue = pkt->queue;
@@ -336,20 +544,23 @@ publish_state(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 	r.prob_cl = aqm_prob_cl(c);
 	r.reserved = 0;
 	rc = aqm_state_push(&c->chan, &r);
-	if (rc == 1)
+	if (rc == 1) {
 		c->cnt.states_published++;
-	else if (rc == 0)
+		return (1);
+	}
+	if (rc == 0)
 		c->cnt.states_lost++;
 	else
 		channel_failed(c);
+	return (0);
 }
 
 int
 aqm_enqueue(struct aqm_core *c, uint64_t now_ns, uint32_t len, uint8_t ecn,
     struct aqm_pkt *pkt)
 {
-	struct aqm_vslot *s;
-	uint32_t ahead;
+	struct aqm_vring *r;
+	uint32_t ahead, slot;
 	unsigned q;
 	int first;
 
@@ -360,7 +571,7 @@ aqm_enqueue(struct aqm_core *c, uint64_t now_ns, uint32_t len, uint8_t ecn,
 	pkt->len = len;
 	pkt->queue = (uint8_t)q;
 	pkt->ecn = ecn;
-	pkt->pad = 0;
+	pkt->flags = 0;
 	pi_catch_up(c, now_ns);
 
 	/* The limits hold whatever any model would say. */
@@ -373,7 +584,10 @@ aqm_enqueue(struct aqm_core *c, uint64_t now_ns, uint32_t len, uint8_t ecn,
 	}
 
 	pkt->seq = c->next_seq++;
-	ahead = q == AQM_QUEUE_L ? c->qbytes[q] : c->qbytes[0] + c->qbytes[1];
+	/* As Linux: the step applies if the L queue held min_qlen_step. */
+	if (q == AQM_QUEUE_L && c->qlen[q] < c->params.min_qlen_step)
+		pkt->flags |= AQM_PKT_F_NOSTEP;
+	ahead = c->qbytes[q];
 	first = c->qlen[q] == 0;
 	if (first)
 		c->head_ts[q] = now_ns;
@@ -382,13 +596,27 @@ aqm_enqueue(struct aqm_core *c, uint64_t now_ns, uint32_t len, uint8_t ecn,
 	c->cnt.pkts_in[q]++;
 	c->cnt.bytes_in[q] += len;
 
-	if (c->chan_attached) {
-		s = &c->vslot[pkt->seq & VSLOT_MASK];
-		s->seq = pkt->seq;
-		s->state = AQM_VS_WAITING;
-		s->action = AQM_ACT_ENQUEUE;
-		publish_state(c, now_ns, pkt, ahead, first);
+	/*
+	 * With a channel, its verdict slot.  A queue never holds AQM_VSLOTS
+	 * packets, so the ring is full only if the host lost track of
+	 * packets: then this packet goes without a slot (and without a state)
+	 * rather than take the slot of one still queued.
+	 */
+	if (!c->chan_attached)
+		return (AQM_V_PASS);
+	r = &c->vq[q];
+	if (r->tail - r->head >= AQM_VSLOTS) {
+		c->cnt.states_slot_busy++;
+		return (AQM_V_PASS);
 	}
+	slot = r->tail & VSLOT_MASK;
+	r->slot[slot].seq = pkt->seq;
+	r->slot[slot].state = AQM_VS_EMPTY;
+	r->slot[slot].action = AQM_ACT_ENQUEUE;
+	r->tail++;
+	c->vhint[pkt->seq & VSLOT_MASK] = (uint32_t)q << 31 | slot;
+	if (publish_state(c, now_ns, pkt, ahead, first))
+		r->slot[slot].state = AQM_VS_WAITING;
 	return (AQM_V_PASS);
 }
 
@@ -410,22 +638,33 @@ aqm_select(struct aqm_core *c, uint64_t now_ns)
 static void
 file_verdict(struct aqm_core *c, uint64_t seq, uint32_t action)
 {
-	struct aqm_vslot *s;
+	struct aqm_vring *r;
+	int64_t slot;
+	unsigned q;
 
 	if (action >= AQM_NACTIONS || seq >= c->next_seq) {
 		c->cnt.verdicts_bad++;
 		return;
 	}
-	s = &c->vslot[seq & VSLOT_MASK];
-	if (s->seq == seq && s->state == AQM_VS_WAITING) {
-		s->state = AQM_VS_VERDICT;
-		s->action = action;
-	} else if (s->seq == seq && s->state == AQM_VS_VERDICT) {
-		c->cnt.verdicts_bad++;		/* a second verdict */
-	} else if (s->seq == seq || seq < s->seq) {
-		c->cnt.verdicts_late++;		/* left, or slot reused */
-	} else {
-		c->cnt.verdicts_bad++;		/* never published */
+	slot = vslot_find(c, seq, &q);
+	if (slot < 0) {
+		/* Left already (or an earlier instance's packet). */
+		c->cnt.verdicts_late++;
+		return;
+	}
+	r = &c->vq[q];
+	switch (r->slot[slot].state) {
+	case AQM_VS_WAITING:
+		r->slot[slot].state = AQM_VS_VERDICT;
+		r->slot[slot].action = action;
+		break;
+	case AQM_VS_DONE:
+		c->cnt.verdicts_late++;
+		break;
+	default:
+		/* A second verdict, or one for a state never published. */
+		c->cnt.verdicts_bad++;
+		break;
 	}
 }
 
@@ -464,33 +703,11 @@ drain_verdicts(struct aqm_core *c)
 	return (avail);
 }
 
-/* Service rate over busy periods: bytes of the previous packet per gap. */
-static void
-rate_update(struct aqm_core *c, uint64_t now_ns, uint32_t len, int busy)
-{
-	uint64_t sample;
-
-	if (c->last_deq_busy && now_ns > c->last_deq_ns) {
-		c->rate_bytes += c->last_deq_len;
-		c->rate_ns += now_ns - c->last_deq_ns;
-		if (c->rate_ns >= RATE_WINDOW_NS) {
-			sample = c->rate_bytes * NSEC_PER_SEC / c->rate_ns;
-			c->rate_bps = c->rate_bps == 0 ? sample :
-			    (c->rate_bps * 7 + sample) / 8;
-			c->ns_per_kbyte = 1024ull * NSEC_PER_SEC /
-			    (c->rate_bps > RATE_MIN_BPS ? c->rate_bps :
-			    RATE_MIN_BPS);
-			c->rate_bytes = 0;
-			c->rate_ns = 0;
-		}
-	}
-	c->last_deq_ns = now_ns;
-	c->last_deq_len = len;
-	c->last_deq_busy = busy;
-}
-
 /*
- * The native L4S step: an L packet that waited the threshold is marked.
+ * The native L4S step, as Linux sch_dualpi2: an L packet is marked when
+ * its sojourn reached step_thresh_ns or, with step_thresh_pkts set, when
+ * the L queue it leaves behind holds more than that many packets; not when
+ * the L queue held fewer than min_qlen_step packets at its enqueue.
  * *stepped says the step made a mark; the caller counts it once final.
  */
 static uint32_t
@@ -498,9 +715,15 @@ step_decide(const struct aqm_core *c, uint64_t now_ns,
     const struct aqm_pkt *pkt, int *stepped)
 {
 
-	if (pkt->queue != AQM_QUEUE_L || now_ns < pkt->ts_ns ||
-	    now_ns - pkt->ts_ns < c->params.step_thresh_ns)
+	if (pkt->queue != AQM_QUEUE_L || (pkt->flags & AQM_PKT_F_NOSTEP))
 		return (AQM_V_PASS);
+	if (c->params.step_thresh_pkts != 0) {
+		if (c->qlen[AQM_QUEUE_L] <= c->params.step_thresh_pkts)
+			return (AQM_V_PASS);
+	} else if (now_ns < pkt->ts_ns ||
+	    now_ns - pkt->ts_ns < c->params.step_thresh_ns) {
+		return (AQM_V_PASS);
+	}
 	if (pkt->ecn == AQM_ECN_NOT_ECT)
 		return (AQM_V_DROP);
 	*stepped = 1;
@@ -584,34 +807,37 @@ void
 aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
     uint64_t next_head_ts, struct aqm_decision *d)
 {
-	struct aqm_vslot *s = &c->vslot[pkt->seq & VSLOT_MASK];
 	unsigned q = pkt->queue & 1, other = q ^ 1;
+	struct aqm_vring *r = &c->vq[q];
 	uint32_t guard;
+	int64_t pos, slot;
 	int other_busy, stepped = 0;
 
 	dequeue_accounting(c, pkt, next_head_ts);
 	pi_catch_up(c, now_ns);
-	rate_update(c, now_ns, pkt->len, c->qlen[0] + c->qlen[1] != 0);
+	rate_update(c, now_ns, q, pkt->len);
+	pos = r->tail != r->head ? vring_find(r, pkt->seq) : -1;
+	slot = pos >= 0 ? (pos & VSLOT_MASK) : -1;
 	/*
 	 * Look at the verdict ring only while this packet's verdict is
 	 * missing: its index sits on a line the daemon writes, and a daemon
 	 * that is ahead has filed the verdicts of many packets at one look.
 	 */
-	if (c->chan_attached && s->seq == pkt->seq && s->state == AQM_VS_WAITING)
+	if (c->chan_attached && slot >= 0 && r->slot[slot].state == AQM_VS_WAITING)
 		drain_verdicts(c);
 
-	if (c->chan_attached && s->seq == pkt->seq &&
-	    s->state == AQM_VS_VERDICT && c->verdict_delay_ns != 0 &&
+	if (c->chan_attached && slot >= 0 &&
+	    r->slot[slot].state == AQM_VS_VERDICT && c->verdict_delay_ns != 0 &&
 	    now_ns - pkt->ts_ns < c->verdict_delay_ns) {
 		/* In the emulated world this verdict came after the packet left. */
-		s->state = AQM_VS_DONE;
+		r->slot[slot].state = AQM_VS_DONE;
 		c->cnt.verdicts_late++;
 	}
-	if (c->chan_attached && s->seq == pkt->seq &&
-	    s->state == AQM_VS_VERDICT &&
+	if (c->chan_attached && slot >= 0 &&
+	    r->slot[slot].state == AQM_VS_VERDICT &&
 	    !(c->chan.hdr->flags & AQM_CHAN_F_PAUSED)) {
 		d->source = AQM_SRC_MODEL;
-		switch (s->action) {
+		switch (r->slot[slot].action) {
 		case AQM_ACT_DROP:
 			d->verdict = AQM_V_DROP;
 			break;
@@ -635,6 +861,8 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 		d->source = AQM_SRC_FALLBACK;
 		d->verdict = dualpi2_decide(c, now_ns, pkt, &stepped);
 	}
+	if (pos >= 0)
+		r->head = (uint32_t)pos + 1;	/* releases its slot */
 	if (d->source == AQM_SRC_MODEL) {
 		c->cnt.decisions_model++;
 		if (d->verdict == AQM_V_DROP)
@@ -651,8 +879,6 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 		if (stepped)
 			c->cnt.step_marks++;
 	}
-	if (s->seq == pkt->seq)
-		s->state = AQM_VS_DONE;
 
 	if (d->verdict == AQM_V_DROP)
 		return;
@@ -676,9 +902,11 @@ aqm_collect_verdicts(struct aqm_core *c)
 int
 aqm_verdict_ready(const struct aqm_core *c, uint64_t seq)
 {
-	const struct aqm_vslot *s = &c->vslot[seq & VSLOT_MASK];
+	int64_t slot;
+	unsigned q;
 
-	return (s->seq == seq && s->state == AQM_VS_VERDICT);
+	slot = vslot_find(c, seq, &q);
+	return (slot >= 0 && c->vq[q].slot[slot].state == AQM_VS_VERDICT);
 }
 
 void
@@ -692,11 +920,9 @@ void
 aqm_forget(struct aqm_core *c, const struct aqm_pkt *pkt,
     uint64_t next_head_ts)
 {
-	struct aqm_vslot *s = &c->vslot[pkt->seq & VSLOT_MASK];
 
 	dequeue_accounting(c, pkt, next_head_ts);
-	if (s->seq == pkt->seq)
-		s->state = AQM_VS_DONE;
+	(void)vslot_release(c, pkt->queue & 1, pkt->seq);
 }
 
 static void
@@ -759,9 +985,33 @@ aqm_tick(struct aqm_core *c, uint64_t now_ns)
 	aqm_counters_publish(c, now_ns);
 }
 
+/*
+ * A data path attached to this region before (producer_gen was not 0):
+ * continue above the last sequence number the region shows as published,
+ * so that verdicts in flight for that instance can never match one of our
+ * packets (they count as late).  The region is untrusted: the value
+ * is taken up to AQM_SEQ_RESUME_MAX.
+ */
+static void
+resume_seq(struct aqm_core *c)
+{
+	struct aqm_chan *ch = &c->chan;
+	uint64_t last;
+
+	if (ch->state_prod == 0)
+		return;
+	last = *(volatile const uint64_t *)
+	    &ch->states[(ch->state_prod - 1) & ch->state_mask].seq;
+	if (last > AQM_SEQ_RESUME_MAX)
+		last = AQM_SEQ_RESUME_MAX;
+	if (last >= c->next_seq)
+		c->next_seq = last + 1;
+}
+
 int
 aqm_attach(struct aqm_core *c, void *region, uint64_t size, uint64_t now_ns)
 {
+	uint32_t gen;
 	int rc;
 
 	if (c->chan_attached)
@@ -770,10 +1020,16 @@ aqm_attach(struct aqm_core *c, void *region, uint64_t size, uint64_t now_ns)
 	if (rc != AQM_CHAN_OK)
 		return (rc);
 	/* Consumers see that a new data path instance owns the region. */
-	__atomic_fetch_add(&c->chan.hdr->producer_gen, 1, __ATOMIC_RELEASE);
-	/* Requests made before we came are not ours to answer. */
-	c->param_ack = aqm_load_acquire(&c->chan.ctrl->param_req);
-	aqm_store_release(&c->chan.ctrl->param_ack, c->param_ack);
+	gen = __atomic_fetch_add(&c->chan.hdr->producer_gen, 1,
+	    __ATOMIC_ACQ_REL);
+	/*
+	 * A request posted and not answered before we came is served at the
+	 * next tick like any other, with its own result: never answered with
+	 * what an earlier request got.
+	 */
+	c->param_ack = aqm_load_acquire(&c->chan.ctrl->param_ack);
+	if (gen != 0)
+		resume_seq(c);
 	c->counters_gen = aqm_load_acquire(&c->chan.ctrl->counters_gen) & ~1u;
 	c->chan_attached = 1;
 	__atomic_fetch_or(&c->chan.hdr->flags, AQM_CHAN_F_PRODUCER_UP,

@@ -46,9 +46,11 @@
 #define AQM_EBUSY		(-16)
 
 /*
- * Verdict slots: a verdict waits in slot (seq % AQM_VSLOTS) until its
- * packet leaves.  Must exceed the largest packet limit so that a queued
- * packet's slot is only reused after it left.
+ * Verdict slots: each queue has a ring of AQM_VSLOTS slots, one per packet
+ * in the order they were enqueued there; a verdict waits in its packet's
+ * slot until the packet leaves.  A queue holds at most AQM_LIMIT_PKTS_MAX
+ * packets, so a queued packet's slot is never taken by a newer one, however
+ * long the other queue keeps it waiting.
  */
 #define AQM_VSLOTS		16384u
 #define AQM_LIMIT_PKTS_MAX	(AQM_VSLOTS - 1)
@@ -64,7 +66,15 @@
 #define AQM_VERDICT_BURST	64u
 #endif
 #define AQM_TICK_BURSTS		64u
+/*
+ * At attach the core continues its sequence numbers above the last one the
+ * region shows as published (a previous instance's), read from untrusted
+ * memory and so taken only up to this value.
+ */
+#define AQM_SEQ_RESUME_MAX	((uint64_t)1 << 62)
 
+/* struct aqm_pkt.flags, set by the core at enqueue. */
+#define AQM_PKT_F_NOSTEP	0x1u	/* L queue shorter than min_qlen_step */
 
 /* What a host keeps with each queued packet. */
 struct aqm_pkt {
@@ -73,7 +83,7 @@ struct aqm_pkt {
 	uint32_t len;
 	uint8_t	 queue;		/* AQM_QUEUE_* */
 	uint8_t	 ecn;		/* AQM_ECN_* at enqueue */
-	uint16_t pad;
+	uint16_t flags;		/* AQM_PKT_F_*: the core's, kept as is */
 };
 AQM_STATIC_ASSERT(sizeof(struct aqm_pkt) == 24, "aqm_pkt size");
 
@@ -83,10 +93,21 @@ struct aqm_decision {
 	uint32_t source;	/* AQM_SRC_* */
 };
 
+/*
+ * One queue's verdict slots: slot (i % AQM_VSLOTS) belongs to the i-th
+ * packet enqueued there; [head, tail) are the packets still queued, their
+ * sequence numbers increasing.
+ */
 struct aqm_vslot {
 	uint64_t seq;		/* packet that owns the slot */
 	uint32_t state;		/* AQM_VS_* (private to the core) */
 	uint32_t action;
+};
+
+struct aqm_vring {
+	struct aqm_vslot slot[AQM_VSLOTS];
+	uint32_t head;
+	uint32_t tail;
 };
 
 /*
@@ -114,7 +135,7 @@ struct aqm_core {
 	int32_t		w_classic;		/* weights, percent */
 	int32_t		w_l4s;
 
-	/* Service rate estimate. */
+	/* Service rate estimates: the link's, and each queue's drain rate. */
 	uint64_t	rate_bps;
 	uint64_t	ns_per_kbyte;		/* 1e12 / rate, for deadlines */
 	uint64_t	rate_bytes;
@@ -122,6 +143,19 @@ struct aqm_core {
 	uint64_t	last_deq_ns;
 	uint32_t	last_deq_len;
 	uint32_t	last_deq_busy;		/* backlog left behind it */
+	uint64_t	qrate_bps[AQM_NQUEUES];	/* while that queue is busy */
+	uint64_t	q_ns_per_kbyte[AQM_NQUEUES];
+	uint64_t	qrate_bytes[AQM_NQUEUES];
+	uint64_t	qrate_ns[AQM_NQUEUES];
+	uint64_t	qlast_deq_ns[AQM_NQUEUES];
+	uint32_t	qlast_deq_len[AQM_NQUEUES];
+	uint32_t	qlast_busy[AQM_NQUEUES];
+	uint32_t	rate_samples;		/* gaps in the first window */
+	uint32_t	qrate_samples[AQM_NQUEUES];
+	uint32_t	pad2;
+
+	/* Harm budget: signals model verdicts may still add, per queue. */
+	uint64_t	harm_credit[AQM_NQUEUES];	/* AQM_PROB_ONE = 1 */
 
 	uint64_t	next_seq;
 	uint64_t	rng;			/* xorshift64* state */
@@ -133,7 +167,8 @@ struct aqm_core {
 	uint32_t	counters_gen;
 	uint32_t	pad1;
 	struct aqm_chan	chan;
-	struct aqm_vslot vslot[AQM_VSLOTS];
+	struct aqm_vring vq[AQM_NQUEUES];
+	uint32_t	vhint[AQM_VSLOTS];	/* seq -> queue << 31 | slot */
 };
 
 /* Defaults of Linux sch_dualpi2. */
