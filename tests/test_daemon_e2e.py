@@ -140,7 +140,18 @@ def test_sigterm_stops_cleanly_and_clears_the_consumer_flag(rig: Rig) -> None:
     every_packet_decided(rig.finish())
 
 
-def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
+@pytest.fixture
+def long_rig(tmp_path: Path) -> Iterator[Rig]:
+    """Long enough for two validations (each in a child process) on a busy machine."""
+    r = Rig(tmp_path, duration=15)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def test_reload_and_model_swap_on_a_live_daemon(long_rig: Rig) -> None:
+    rig = long_rig
     from aqmllmd.ctl import Client
     from aqmllmd.default_model import DEFAULT_MODEL, INTERIM_MODEL
     from aqmllmd.model import load
@@ -165,9 +176,13 @@ def test_reload_and_model_swap_on_a_live_daemon(rig: Rig) -> None:
         assert rig.daemon is not None
         rig.daemon.send_signal(signal.SIGHUP)
         rig.wait_model_decisions(before + 400)
-        # SIGHUP re-reads the configuration: back to the configured (default) model.
-        status = client.call("status")
-        assert status["model"]["version"] == default
+        # SIGHUP re-reads the configuration: back to the configured (default) model,
+        # once the reload thread has validated it (in a child process) and the loop has
+        # taken it at a batch boundary.
+        deadline = time.monotonic() + 30
+        while (status := client.call("status"))["model"]["version"] != default:
+            assert time.monotonic() < deadline, "SIGHUP never brought the default back"
+            time.sleep(0.1)
         assert status["previous_model"] == load(INTERIM_MODEL).version
     finally:
         client.close()
