@@ -948,24 +948,19 @@ aqm_llm_sysctl_attach(void)
 	if (node == NULL)
 		return;
 	top = SYSCTL_CHILDREN(node);
-	for (i = 0; i < AQM_LLM_NELEM(aqm_llm_param_oids); i++)
-		SYSCTL_ADD_PROC(&aqm_llm_sysctl_ctx, top, OID_AUTO,
-		    aqm_llm_param_oids[i].name,
-		    CTLTYPE_UINT | CTLFLAG_RW | CTLFLAG_MPSAFE, NULL,
-		    aqm_llm_param_oids[i].off, aqm_llm_sysctl_default, "IU",
-		    aqm_llm_param_oids[i].descr);
-	for (i = 0; i < AQM_LLM_NELEM(aqm_llm_counter_oids); i++)
-		SYSCTL_ADD_PROC(&aqm_llm_sysctl_ctx, top, OID_AUTO,
-		    aqm_llm_counter_oids[i].name,
-		    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL,
-		    aqm_llm_counter_oids[i].off, aqm_llm_sysctl_counter, "QU",
-		    aqm_llm_counter_oids[i].descr);
-	for (i = 0; i < AQM_LLM_NELEM(aqm_llm_info_oids); i++)
-		SYSCTL_ADD_PROC(&aqm_llm_sysctl_ctx, top, OID_AUTO,
-		    aqm_llm_info_oids[i].name,
-		    CTLTYPE_S64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL,
-		    aqm_llm_info_oids[i].off, aqm_llm_sysctl_info, "Q",
-		    aqm_llm_info_oids[i].descr);
+	/* One oid per table entry, all with the table's access and handler. */
+#define	AQM_LLM_ADD_OIDS(tab, access, handler, fmt)			\
+	for (i = 0; i < AQM_LLM_NELEM(tab); i++)			\
+		SYSCTL_ADD_PROC(&aqm_llm_sysctl_ctx, top, OID_AUTO,	\
+		    (tab)[i].name, (access) | CTLFLAG_MPSAFE, NULL,	\
+		    (tab)[i].off, (handler), (fmt), (tab)[i].descr)
+	AQM_LLM_ADD_OIDS(aqm_llm_param_oids, CTLTYPE_UINT | CTLFLAG_RW,
+	    aqm_llm_sysctl_default, "IU");
+	AQM_LLM_ADD_OIDS(aqm_llm_counter_oids, CTLTYPE_U64 | CTLFLAG_RD,
+	    aqm_llm_sysctl_counter, "QU");
+	AQM_LLM_ADD_OIDS(aqm_llm_info_oids, CTLTYPE_S64 | CTLFLAG_RD,
+	    aqm_llm_sysctl_info, "Q");
+#undef AQM_LLM_ADD_OIDS
 	SYSCTL_ADD_INT(&aqm_llm_sysctl_ctx, top, OID_AUTO, "state_ring",
 	    CTLFLAG_RD, &aqm_llm_state_ring, 0,
 	    "state ring entries (loader tunable)");
