@@ -23,8 +23,10 @@ def test_the_best_eligible_candidate_wins_and_ties_keep_linux() -> None:
     assert choose(base + too_slow)["s"]["chosen"] == "1ms"
     tie = _rows("1pkt", 0.802, 0.701, 5.0, 50.0)  # better by less than TIE
     assert choose(base + tie)["s"]["chosen"] == "1ms"
-    classic_worse = _rows("2pkt", 0.90, 0.95, 6.0, 60.0)  # C p99 over 1.1 x 50 + 2
+    classic_worse = _rows("2pkt", 0.90, 0.95, 6.0, 80.0)  # C p99 over 1.5 x 50 + 2
     assert choose(base + classic_worse)["s"]["chosen"] == "1ms"
+    emptier = _rows("2pkt", 0.77, 0.99, 5.0, 50.0)  # utilisation 0.03 below the default's
+    assert choose(base + emptier)["s"]["chosen"] == "1ms"
 
 
 def test_candidates_start_with_linux_and_tuning_seeds_are_not_comparison_seeds() -> None:

@@ -7,9 +7,11 @@ step marks an L queue of one packet, and scalable flows starve; a threshold in
 packets does not depend on the rate. Each candidate below runs on every scenario over
 the tuning seeds (never those of a comparison), and the scenario keeps:
 
-- among the candidates whose mean L4S p99 is at most 1.5 x the Linux default's + 2 ms
-  and whose mean classic p99 is at most 1.1 x the default's + 2 ms,
-- the one with the highest mean utilisation + Jain index,
+- among the candidates whose mean utilisation is at most UTIL_SLACK below the Linux
+  default's and whose mean L4S and classic p99 are each at most 1.5 x the default's
+  + 2 ms (a fairer share for the scalable flows moves some classic delay),
+- the one with the highest mean utilisation + Jain index (DualPI2's purpose: a full
+  link shared fairly between scalable and classic flows),
 - the Linux default (then the earlier candidate) unless another is better by more
   than TIE (run-to-run noise on a few seeds).
 
@@ -38,8 +40,9 @@ CANDIDATES: tuple[tuple[str, dict[str, int]], ...] = (
 )
 TUNING_SEEDS = (901, 902, 903)
 TIE = 0.005
+UTIL_SLACK = 0.02
 L_P99_RATIO, L_P99_SLACK_MS = 1.5, 2.0
-C_P99_RATIO, C_P99_SLACK_MS = 1.1, 2.0
+C_P99_RATIO, C_P99_SLACK_MS = 1.5, 2.0
 STEP_KEYS = tuple(LINUX_STEP)
 
 
@@ -74,13 +77,15 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if m is None:
                 continue
             m["eligible"] = (
-                m["l_p99_ms"] <= L_P99_RATIO * base["l_p99_ms"] + L_P99_SLACK_MS
+                m["utilisation"] >= base["utilisation"] - UTIL_SLACK
+                and m["l_p99_ms"] <= L_P99_RATIO * base["l_p99_ms"] + L_P99_SLACK_MS
                 and m["c_p99_ms"] <= C_P99_RATIO * base["c_p99_ms"] + C_P99_SLACK_MS)
             m["score"] = m["utilisation"] + m["jain"]
             if m["eligible"] and m["score"] > best_score + TIE:
                 best, best_score = label, m["score"]
         out[scenario] = {"path": cands[best][0]["path"], "chosen": best,
-                         "config": dict(CANDIDATES)[best], "candidates": means}
+                         "config": dict(CANDIDATES)[best], "candidates": means,
+                         "rows": [r for rs in cands.values() for r in rs]}
     return out
 
 
