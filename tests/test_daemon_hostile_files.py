@@ -60,14 +60,35 @@ def test_symlinks_in_any_component_are_refused(tmp_path: Path) -> None:
         load(tmp_path / "alias" / "m.onnx")
 
 
-def test_relative_paths_and_dotdot_are_refused(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_and_dotdot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative path is refused where it would be the daemon's directory's (the
+    configuration file, a control request); the library takes it against the caller's
+    directory; '..' is refused everywhere."""
+    from aqmllmd.config import ConfigError
+    from aqmllmd.config import load as load_config
+    from aqmllmd.control import ControlPlane, RequestError
+    from aqmllmd.metrics import Metrics
+    from aqmllmd.server import Server
+
     save(to_onnx(good_params(), "t"), tmp_path / "m.onnx")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ModelError, match="relative model path"):
-        load("m.onnx")
+    assert load("m.onnx").path == tmp_path / "m.onnx"
     with pytest.raises(ModelError, match=r"'\.\.'"):
         load(tmp_path / ".." / tmp_path.name / "m.onnx")
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[model]\npath = "m.onnx"\n[control]\nendpoint = "ipc://{tmp_path}/c"\n')
+    with pytest.raises(ConfigError, match="relative path"):
+        load_config(conf)
+    cfg = load_config(None, {"control": f"ipc://{tmp_path}/c.sock", "metrics": "",
+                             "channel": str(tmp_path / "none")})
+    plane = ControlPlane(Server(cfg, load(INTERIM_MODEL), Metrics(lambda: None)),
+                         cfg.control)
+    try:
+        with pytest.raises(RequestError, match="relative model path"):
+            plane.dispatch("set_model", {"path": "m.onnx"})
+    finally:
+        plane.server.stop_event.set()
+        plane.stop()
 
 
 @pytest.mark.parametrize("version", ["1.0\n2026-01-01 aqmllmd WARNING forged", "v" * (1 << 20),

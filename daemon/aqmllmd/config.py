@@ -141,6 +141,9 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"watchdog.action={cfg.watchdog_action!r}: want 'rollback' or "
                           "'pause'")
     check_endpoint(cfg.control, cfg.control_allow_remote)
+    if not os.path.isabs(cfg.model):
+        raise ConfigError(f"model={cfg.model!r}: relative path; give an absolute one "
+                          "(the daemon's working directory is / under rc.d)")
     if cfg.pidfile:
         _parent_exists("pidfile", cfg.pidfile)
     if cfg.metrics:

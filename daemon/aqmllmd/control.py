@@ -113,7 +113,8 @@ class ControlPlane:
         self._thread.start()
 
     def stop(self) -> None:
-        self._thread.join(timeout=2)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=2)
         self._sock.close(linger=0)
         if self.endpoint.startswith("ipc://"):
             try:
@@ -186,6 +187,10 @@ class ControlPlane:
         if cmd == "stats":
             return {"daemon": srv.metrics.snapshot(), "data_path": srv.datapath}
         if cmd == "set_model":
+            if not os.path.isabs(args["path"]):
+                raise RequestError(f"{args['path'][:200]!r}: relative model path; the "
+                                   "daemon's working directory is not yours: give an "
+                                   "absolute one (aqmllmctl set-model does)")
             model = srv.load_model(args["path"])  # validated here; the loop swaps it in
             old, new = srv.slot.offer(model)
             log.info("model %s validated, replacing %s", new, old)

@@ -61,16 +61,16 @@ class TrustPolicy:
 def resolve_path(path: str | os.PathLike[str]) -> Path:
     """The model path as served: absolute, with no symbolic link in any component.
 
-    A relative path would resolve against the daemon's working directory (/ under
-    rc.d), not the operator's: refused (aqmllmctl makes its argument absolute). A
-    symbolic link anywhere in the path could be swapped under the daemon's checks by
-    whoever owns the directory it sits in: refused, naming the link.
+    A relative path is taken against the caller's working directory (the daemon's
+    control plane and configuration refuse relative paths before they get here: the
+    daemon's directory is not the operator's). A symbolic link anywhere in the path
+    could be swapped under the daemon's checks by whoever owns the directory it sits
+    in: refused, naming the link, and so is '..'.
     """
     path = Path(path)
-    if not path.is_absolute():
-        raise ModelError(f"{path}: relative model path; give an absolute one")
     if ".." in path.parts:
         raise ModelError(f"{path}: '..' in the model path; give it without")
+    path = Path(os.path.abspath(path))
     walked = Path(path.anchor)
     for part in path.parts[1:]:
         walked = walked / part
@@ -251,7 +251,7 @@ def validate_isolated(data: bytes, threads: int, limits: Limits) -> float:
 def load(path: str | os.PathLike[str], trust: TrustPolicy | None = None,
          threads: int = 1, limits: Limits | None = None) -> Model:
     """Validate and load a model file, or raise ModelError saying why not."""
-    path = Path(path)
+    path = resolve_path(path)
     data = check_file(path, trust or TrustPolicy())
     try:
         meta = parse(data)
