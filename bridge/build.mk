@@ -18,3 +18,16 @@ $(BUILD)/aqm-host: bridge/linux/aqm_host.c $(BUILD)/libaqmcore.a $(CORE_HDRS) | 
 	$(CC) $(HOST_CFLAGS) $(CFLAGS) $(CORE_INC) $< $(BUILD)/libaqmcore.a -lm -lrt -o $@
 
 ALL_TARGETS += $(BUILD)/aqm-host
+
+# The Linux data path on real packets: the core between two TUN devices of a
+# router namespace (bridge/aqm_bridge/netns.py sets the namespaces up).
+$(BUILD)/aqm-fwd: bridge/linux/aqm_fwd.c $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
+	$(CC) $(HOST_CFLAGS) $(CFLAGS) $(CORE_INC) $< $(BUILD)/libaqmcore.a -lrt -o $@
+
+ALL_TARGETS += $(BUILD)/aqm-fwd
+
+# A UDP sender of ECT(1) that reacts to CE, its echo, and a latency probe.
+$(BUILD)/aqm-udpflow: bridge/linux/aqm_udpflow.c | $(BUILD)
+	$(CC) $(HOST_CFLAGS) $(CFLAGS) $< -lm -o $@
+
+ALL_TARGETS += $(BUILD)/aqm-udpflow
