@@ -87,14 +87,15 @@ def draw(seed: int, index: int, out: Path) -> dict[str, Any]:
         trace = rng.choice(training_traces())
         sc["trace"] = os.path.relpath(trace, out)
         rate = _trace_mean_mbps(trace)
-    elif kind == "walk":
-        (out / "traces").mkdir(parents=True, exist_ok=True)
-        trace = out / "traces" / f"{name}.mahimahi"
-        trace.write_text(mahimahi_text(opportunities(_walk(rng, rate, 30))))
-        sc["trace"] = f"traces/{trace.name}"
-    sc["rate_mbps"] = round(rate, 3)
     duration = min(DURATION_S[1], max(DURATION_S[0],
                                       TARGET_PACKETS * 12_000 / (rate * 1e6)))
+    if kind == "walk":
+        (out / "traces").mkdir(parents=True, exist_ok=True)
+        trace = out / "traces" / f"{name}.mahimahi"
+        trace.write_text(mahimahi_text(opportunities(_walk(rng, rate,
+                                                           math.ceil(duration)))))
+        sc["trace"] = f"traces/{trace.name}"
+    sc["rate_mbps"] = round(rate, 3)
     sc["duration_s"] = round(duration, 1)
     if kind == "steps":
         times = sorted(rng.uniform(0.2, 0.9) * duration for _ in range(rng.randint(1, 3)))
