@@ -18,7 +18,10 @@
  *		   datagram unanswered while three later ones were answered,
  *		   or a silence of --rto-ms) halves it once per round trip.
  *		   In steady state that is DCTCP's cut of half the marked
- *		   fraction per round trip.
+ *		   fraction per round trip.  Datagrams are paced at 1.25
+ *		   windows per smoothed round trip (none before the first
+ *		   answer), as Prague paces, so that the window does not
+ *		   leave in one burst that the step threshold marks.
  *	probe	   one datagram every --interval-ms, the RTT of each answer
  *		   (a ping through the bottleneck, in the queue --tos picks)
  *
@@ -185,7 +188,7 @@ struct sender {
 	double	 cwnd, ssthresh, cwnd_max;
 	uint64_t next_seq, lowest, inflight;
 	uint64_t sent, acked, ce, lost, bytes_acked;
-	uint64_t no_cut_until, last_ack_ns, srtt_ns, rto_ns;
+	uint64_t no_cut_until, last_ack_ns, srtt_ns, rto_ns, next_send_ns;
 	struct out win[WIN_MAX];
 	uint32_t *rtt_us;
 	uint64_t nrtt;
@@ -289,12 +292,13 @@ run_sender(const char *dst, int port, double duration, int tos,
 	struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
 	struct pollfd pfd;
+	struct timespec ts;
 	struct hdr h;
 	struct sender *s;
-	uint64_t start, end, now, next_probe, next_log;
+	uint64_t start, end, now, next_probe, next_log, wake;
 	socklen_t salen;
 	double wall;
-	int timeout_ms, v6;
+	int v6;
 	ssize_t n;
 
 	s = calloc(1, sizeof(*s));
@@ -338,12 +342,18 @@ run_sender(const char *dst, int port, double duration, int tos,
 	while (!stop_requested && (now = mono_ns()) < end) {
 		if (scalable) {
 			while (s->inflight < (uint64_t)s->cwnd &&
-			    s->next_seq - s->lowest < WIN_MAX - 1) {
+			    s->next_seq - s->lowest < WIN_MAX - 1 &&
+			    now >= s->next_send_ns) {
 				uint64_t before = s->sent;
 
 				snd_send(s, now);
 				if (s->sent == before)
 					break;
+				if (s->srtt_ns != 0)
+					s->next_send_ns = (s->next_send_ns >
+					    now - s->srtt_ns ? s->next_send_ns :
+					    now) + (uint64_t)((double)s->srtt_ns /
+					    (1.25 * s->cwnd));
 			}
 			if (s->inflight > 0 && now - s->last_ack_ns > s->rto_ns) {
 				snd_lose_below(s, UINT64_MAX, now);
@@ -354,15 +364,23 @@ run_sender(const char *dst, int port, double duration, int tos,
 				s->cwnd_log[s->ncwnd++] = (float)s->cwnd;
 				next_log += CWND_EVERY_NS;
 			}
-			timeout_ms = 5;
+			wake = s->inflight < (uint64_t)s->cwnd &&
+			    s->next_send_ns > now ? s->next_send_ns :
+			    now + 5000000ull;
 		} else {
 			if (now >= next_probe) {
 				snd_send(s, now);
 				next_probe += (uint64_t)(interval_ms * 1e6);
 			}
-			timeout_ms = (int)((next_probe - now) / 1000000) + 1;
+			wake = next_probe;
 		}
-		if (poll(&pfd, 1, timeout_ms) <= 0)
+		if (wake > end)
+			wake = end;
+		ts.tv_sec = (time_t)((wake > now ? wake - now : 0) /
+		    1000000000ull);
+		ts.tv_nsec = (long)((wake > now ? wake - now : 0) %
+		    1000000000ull);
+		if (ppoll(&pfd, 1, &ts, NULL) <= 0)
 			continue;
 		while ((n = recv(s->fd, &h, sizeof(h), MSG_DONTWAIT)) ==
 		    (ssize_t)sizeof(h))
