@@ -252,3 +252,30 @@ def test_the_example_alert_rules_name_exported_metrics(rig) -> None:  # noqa: AN
     named = {m for g in rules["groups"] for r in g["rules"]
              for m in re.findall(r"aqmllm_\w+", r["expr"])}
     assert named and named <= exported, named - exported
+
+
+def test_aqmllmctl_shows_the_watchdog(rig) -> None:  # noqa: ANN001
+    from click.testing import CliRunner
+
+    from aqmllmd.control import ControlPlane
+    from aqmllmd.ctl import cli
+
+    srv, region, tmp = rig
+    srv.safe_model = None
+    serve_model(srv, load_model(hostile.write("always-drop", tmp / "d.onnx")))
+    srv.slot.previous = None
+    drive(srv, region, windows=3)
+    cp = ControlPlane(srv, srv.cfg.control)
+    cp.start()
+    try:
+        r = CliRunner().invoke(cli, ["-e", cp.endpoint, "status"])
+        assert r.exit_code == 0, r.output
+        assert "watchdog.trips.signals: 1" in r.output
+        assert "watchdog.last_trip.model: hostile-always-drop" in r.output
+        assert "pause_reason: watchdog: model hostile-always-drop signals" in r.output
+        r = CliRunner().invoke(cli, ["-e", cp.endpoint, "watch", "--count", "1",
+                                     "--interval", "0"])
+        assert "PAUSED: watchdog" in r.output and "trips 1" in r.output
+    finally:
+        srv.stop_event.set()
+        cp.stop()

@@ -186,6 +186,13 @@ def watch(client: Client, interval: float, count: int) -> None:
                        f"late {dp['verdicts_late']}   bad {dp['verdicts_bad']}")
         click.echo(f"skipped (deadline) {s['skipped_deadline']}   failures "
                    f"{s['model_failures']}")
+        wd = s.get("watchdog") or {}
+        last = wd.get("last_window") or {}
+        if last:
+            click.echo(f"watchdog: model signals {100 * last['model_signal_share']:.2f} % vs "
+                       f"DualPI2 {100 * last['dualpi2_signal_share']:.2f} %, trips "
+                       f"{sum(wd['trips'].values())}"
+                       + (f"   PAUSED: {s['pause_reason']}" if s.get("pause_reason") else ""))
         prev = s
         shown += 1
         if count and shown >= count:
