@@ -272,3 +272,26 @@ def test_a_slow_model_does_not_hold_the_control_plane(tmp_path: Path) -> None:
         server.stop_event.set()
         client.close()
         cp.stop()
+
+
+def test_status_says_which_data_path_is_served(plane) -> None:  # noqa: ANN001
+    """The header's generations on any system; FreeBSD's AQMLLM_INFO parsed as the
+    module lays it out (kmod/freebsd/aqm_llm_ioctl.h)."""
+    from aqmllmd.server import parse_info
+
+    _, client, server = plane
+    region = Region.create(f"aqm-test-gen-{os.getpid()}", 64, 64)
+    try:
+        region._mm[56:64] = struct.pack("<2I", 3, 1)
+        server.region = region
+        assert client.call("status")["data_path"] == {"producer_gen": 3, "consumer_gen": 1}
+    finally:
+        server.region = None
+        region.close(unlink=True)
+    raw = struct.pack("<4IQiI2Q2IQ", 2, 4096, 4096, 2, 1 << 20, 1, 1, 7,
+                      5_000_000_000, 4, 1, 0)
+    assert parse_info(raw, 7_500_000_000) == {"scheduler": 1, "instance": 7,
+                                              "reattached_s_ago": 2.5, "reattaches": 4}
+    idle = struct.pack("<4IQiI2Q2IQ", 2, 4096, 4096, 0, 1 << 20, -1, 0, 0, 0, 0, 0, 0)
+    assert parse_info(idle, 1) == {"scheduler": None, "instance": None,
+                                   "reattached_s_ago": None, "reattaches": 0}

@@ -9,10 +9,13 @@ that batch its verdicts and nothing else: the data path falls back to DualPI2.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import os
 import stat
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +66,47 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+#: FreeBSD's AQMLLM_INFO, _IOR('Q', 1, 64 bytes) (kmod/freebsd/aqm_llm_ioctl.h).
+AQMLLM_INFO = 0x40405101
+_INFO = struct.Struct("<4IQiI2Q2IQ")
+#: aqm_chan_hdr: producer_gen and consumer_gen, two uint32 at offset 56 (ABI v2).
+_GEN_OFF = 56
+
+
+def parse_info(raw: bytes, now_ns: int) -> dict[str, Any]:
+    """What status shows of AQMLLM_INFO: the scheduler and instance served, and the
+    last take-over of the region by a new instance."""
+    (_abi, _se, _ve, _inst, _size, sched, _n, instance, attach_ns, attach_count,
+     _configured, _res) = _INFO.unpack(raw)
+    return {"scheduler": sched if sched >= 0 else None,
+            "instance": instance or None,
+            "reattached_s_ago": round((now_ns - attach_ns) / 1e9, 3) if attach_ns else None,
+            "reattaches": attach_count}
+
+
+def region_info(region: Region | None) -> dict[str, Any]:
+    """Which data path the region serves: the generations in its header (portable), and
+    on FreeBSD the module's AQMLLM_INFO."""
+    if region is None:
+        return {}
+    out: dict[str, Any] = {}
+    mm = getattr(region, "_mm", None)
+    if mm is not None and not getattr(region, "_closed", False):
+        try:
+            out["producer_gen"], out["consumer_gen"] = struct.unpack_from("<2I", mm, _GEN_OFF)
+        except (ValueError, struct.error):
+            pass
+    fd = getattr(region, "_fd", None)
+    if fd is not None and sys.platform.startswith("freebsd"):
+        try:
+            if stat.S_ISCHR(os.fstat(fd).st_mode):
+                raw = fcntl.ioctl(fd, AQMLLM_INFO, bytes(_INFO.size))
+                out.update(parse_info(raw, time.monotonic_ns()))
+        except OSError as e:
+            out["info_error"] = e.strerror
+    return out
 
 
 def watchdog_config(cfg: Config) -> WatchdogConfig:
@@ -455,6 +499,7 @@ class Server:
             "attached": region is not None,
             "channel_error": self.channel_error,
             "data_path_up": bool(region is not None and region.producer_up),
+            "data_path": region_info(region),
             "uptime_s": round(time.time() - self.started, 3),
             "states": self.stats.states, "batches": self.stats.batches,
             "verdicts": self.stats.verdicts, "skipped_deadline": self.stats.skipped,
