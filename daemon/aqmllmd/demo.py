@@ -84,11 +84,28 @@ def _status(control: str) -> dict[str, Any] | None:
 
 @click.command()
 @demo_options
-def main(**opts: Any) -> None:
+@click.option("--model", type=click.Path(exists=True, dir_okay=False),
+              help="serve this ONNX model instead of the embedded default "
+                   "(python -m aqmllmd.hostile writes wrong ones)")
+def main(model: str | None, **opts: Any) -> None:
     """The data path with aqmllmd in the loop, next to DualPI2 alone, same load."""
-    compare(run_host, "aqmllmd",
-            "aqmllmd in the loop (embedded default model: the distilled AQM-LLM student):",
-            **opts)
+    if model is None:
+        compare(run_host, "aqmllmd",
+                "aqmllmd in the loop (embedded default model: the distilled AQM-LLM "
+                "student):", **opts)
+        return
+    path = os.path.abspath(model)
+
+    def run(args: list[str], with_daemon: bool) -> dict[str, Any]:
+        if not with_daemon:
+            return run_host(args, False)
+        report, status = run_with_daemon(args, model=path)
+        if status is not None and status["watchdog"]["last_trip"]:
+            click.echo(f"watchdog: {status['watchdog']['last_trip']['detail']}; "
+                       f"{status['watchdog']['last_trip']['action']}", err=True)
+        return report
+
+    compare(run, "aqmllmd", f"aqmllmd in the loop (model {model}):", **opts)
 
 
 if __name__ == "__main__":
