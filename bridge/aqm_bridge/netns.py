@@ -37,7 +37,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -129,6 +129,7 @@ class Sender:
     cc: str                 # cubic | reno | bbr | ect1 (build/aqm-udpflow)
     rtt_ms: float = 20.0
     ecn: bool = False       # TCP: net.ipv4.tcp_ecn=1 in its namespace
+    v6: bool = False        # ect1: send over IPv6
 
     def __post_init__(self) -> None:
         if self.cc not in (*CCS, "ect1"):
@@ -139,13 +140,15 @@ class Sender:
     @property
     def label(self) -> str:
         if self.cc == "ect1":
-            return "ECT(1) UDP (scalable)"
+            return f"ECT(1) UDP{'v6' if self.v6 else ''} (scalable)"
         return f"{self.cc}{' ECN' if self.ecn else ''}"
 
 
 @dataclass
 class Testbed:
     """Namespaces, veths, TUN devices and routes; `with Testbed(senders) as tb:`."""
+
+    __test__ = False        # not a pytest class
 
     senders: Sequence[Sender]
     tag: str = field(default_factory=lambda: str(os.getpid()))
@@ -254,9 +257,14 @@ class Testbed:
     def start_forwarder(self, *, rate_mbps: float | None = 100.0,
                         trace: Path | None = None, shm: str | None = None,
                         wait_consumer_s: float = 0.0, duration_s: float = 0.0,
+                        on_region: Callable[[Path], None] | None = None,
                         extra: Sequence[str] = ()) -> subprocess.Popen[str]:
         """build/aqm-fwd in the router namespace, with each sender's base RTT as its
-        path; returns once it has attached its devices (and the channel region)."""
+        path; returns once it has attached its devices (and the channel region).
+
+        With shm, the region is /dev/shm/<shm>; on_region(path) runs once it exists
+        (start the daemon there), and the forwarder waits up to wait_consumer_s for a
+        consumer before it says it is ready."""
         args = [str(FWD), "--fwd-tun", "tf", "--rev-tun", "tr", "--json",
                 "--duration", str(duration_s)]
         args += ["--trace", str(trace)] if trace else ["--rate-mbps", str(rate_mbps)]
@@ -270,6 +278,15 @@ class Testbed:
             args.append("--no-channel")
         fwd = self.popen(self.router, [*args, *extra], stdout=subprocess.PIPE, text=True)
         assert fwd.stdout is not None
+        if shm and on_region is not None:
+            region = Path("/dev/shm", shm)
+            deadline = time.monotonic() + 10
+            while not region.exists() and fwd.poll() is None:
+                if time.monotonic() > deadline:
+                    raise NetnsError(f"aqm-fwd made no region {region} in 10 s")
+                time.sleep(0.01)
+            if fwd.poll() is None:
+                on_region(region)
         line = fwd.stdout.readline()
         if line.strip() != "ready":
             fwd.wait(timeout=10)
@@ -301,7 +318,7 @@ class Testbed:
 
     def udpflow_echo(self, port: int) -> subprocess.Popen[str]:
         return self.popen(self.receiver, [str(UDPFLOW), "echo", "--port", str(port)],
-                          stdout=subprocess.DEVNULL, text=True)
+                          stdout=subprocess.PIPE, text=True)
 
     def udpflow_send(self, i: int, port: int, duration_s: float, *, mode: str = "scalable",
                      tos: int = 1, interval_ms: float = 10.0,
@@ -327,7 +344,8 @@ class Testbed:
     # -- what the stacks saw ----------------------------------------------------------
 
     def netstat(self, ns: str) -> dict[str, int]:
-        """The namespace's /proc/net/netstat and snmp counters, 'IpExt.InCEPkts' style."""
+        """The namespace's /proc/net/netstat, snmp and snmp6 counters, named
+        'IpExt.InCEPkts', 'Ip.InCsumErrors', 'Ip6.Ip6InCEPkts'."""
         out: dict[str, int] = {}
         for f in ("/proc/net/netstat", "/proc/net/snmp"):
             text = subprocess.run(["ip", "netns", "exec", ns, "cat", f], capture_output=True,
@@ -338,6 +356,12 @@ class Testbed:
                 for n, v in zip(names, nums, strict=False):
                     with contextlib.suppress(ValueError):
                         out[f"{kind.rstrip(':')}.{n}"] = int(v)
+        text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp6"],
+                              capture_output=True, text=True).stdout
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                out[f"Ip6.{parts[0]}"] = int(parts[1])
         return out
 
 
@@ -413,11 +437,15 @@ def iperf3_summary(report: dict[str, Any]) -> dict[str, Any]:
 def read_json(stream: IO[str] | None) -> dict[str, Any]:
     if stream is None:
         return {}
-    text = stream.read()
-    try:
-        return json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError:
-        return {"error": f"not JSON: {text[:200]!r}"}
+    """The JSON report a process prints last (after any "ready" line)."""
+    text = stream.read().strip()
+    last = text.splitlines()[-1] if text else ""
+    for candidate in (text, last):
+        try:
+            return json.loads(candidate) if candidate else {}
+        except json.JSONDecodeError:
+            continue
+    return {"error": f"not JSON: {text[:200]!r}"}
 
 
 @contextlib.contextmanager

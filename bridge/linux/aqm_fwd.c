@@ -24,7 +24,8 @@
  * verdict that is not there when its packet leaves is DualPI2's to give.
  *
  * The first line on stdout is "ready" once both devices are attached (and
- * the channel, if any); the report (JSON with --json) follows at the end
+ * the channel, if any, with its consumer up or --wait-consumer passed); the
+ * report (JSON with --json) follows at the end
  * of --duration, or on SIGINT/SIGTERM.
  */
 
@@ -905,10 +906,14 @@ main(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (channel && wait_s > 0) {
+		/* The region is there: say so on stderr, then wait. */
+		fprintf(stderr, "aqm-fwd: region /dev/shm/%s, waiting up to "
+		    "%g s for a consumer\n", shm, wait_s);
+		wait_consumer(&f, wait_s);
+	}
 	printf("ready\n");
 	fflush(stdout);
-	if (channel && wait_s > 0)
-		wait_consumer(&f, wait_s);
 	f.start_ns = mono_ns();
 	start = (double)f.start_ns;
 	run(&f, duration);

@@ -1,0 +1,128 @@
+"""Real packets through the core: build/aqm-fwd between network namespaces.
+
+The namespace tests need root and network namespaces (CI has both); elsewhere they are
+skipped with the reason. Every address they use lives inside the namespaces they make.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aqm_bridge.netns import (
+    FWD,
+    PREFIX,
+    Sender,
+    Testbed,
+    unavailable,
+)
+
+WHY = unavailable()
+needs_netns = pytest.mark.skipif(WHY is not None, reason=f"real-traffic tests: {WHY}")
+
+
+def _namespaces(tag: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines()
+            if line.startswith(f"{PREFIX}{tag}")]
+
+
+def _children() -> list[str]:
+    r = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())],
+                       capture_output=True, text=True)
+    return [line for line in r.stdout.splitlines() if "ps" not in line.split()[1:]]
+
+
+def test_forwarder_refuses_bad_arguments_with_one_line(tmp_path: Path) -> None:
+    if not FWD.is_file():
+        pytest.skip(f"{FWD} missing: run `make` first")
+    bad = tmp_path / "bad.mahimahi"
+    bad.write_text("0\n5\n3\n")
+    cases = [
+        (["--trace", str(bad)], "not a Mahimahi trace"),
+        (["--trace", str(tmp_path / "none")], "cannot open trace"),
+        (["--path", "10.0.0.1"], "want ADDR=RTT_MS"),
+        (["--path", "nowhere=10"], "not an IPv4 or IPv6 address"),
+        (["--rate-mbps", "0"], "--rate-mbps 0"),
+    ]
+    for args, msg in cases:
+        r = subprocess.run([str(FWD), "--fwd-tun", "x", "--rev-tun", "y", "--no-channel",
+                            *args], capture_output=True, text=True, timeout=10)
+        assert r.returncode != 0, args
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@needs_netns
+def test_real_tcp_through_the_core_with_aqmllmd() -> None:
+    """Cubic with ECN, reno without, an ECT(1) sender over IPv6, aqmllmd attached."""
+    from aqmllmd.demo_tcp import run_once
+
+    senders = [Sender("cubic", 20, ecn=True), Sender("reno", 20), Sender("ect1", 20, v6=True)]
+    before = _children()
+    r = run_once(senders, rate_mbps=20, duration_s=4, with_daemon=True)
+    fwd = r["forwarder"]
+    cubic, reno, ect1 = (f["report"] for f in r["flows"])
+
+    # Packets forwarded both ways, through both queues.
+    assert fwd["tx_fwd"] > 2000 and fwd["tx_rev"] > 1000
+    assert fwd["pkts_out"][0] > 1000 and fwd["pkts_out"][1] > 100
+    assert fwd["write_errors"] == 0 and fwd["pool_empty"] == 0
+    # CE written into IPv4 headers (checksum intact: the receiver's IP layer took them
+    # all) and IPv6 ones, and arriving at the receiver.
+    assert fwd["ce_v4"] > 0 and fwd["ce_v6"] > 0
+    assert r["receiver_ip_ecn"]["InCEPkts"] > 0
+    assert r["receiver_ip"]["IpExt.InCsumErrors"] == 0 and r["receiver_ip"]["Ip.InHdrErrors"] == 0
+    assert r["receiver_ip"]["Ip6.Ip6InCEPkts"] > 0
+    assert r["echo"]["ce"] >= ect1["ce_echoed"] > 0   # the L probe's marks too
+    # The marks are the forwarder's only: nothing CE-marked came in.
+    assert fwd["ecn_in"][3] == 0 and fwd["mark_not_ect"] == 0
+    # The ECN senders' windows react: cubic's snd_cwnd falls with no loss needed (its
+    # stack counts deliveries acknowledged with ECE), the ECT(1) sender's window falls
+    # after its first CE echo.
+    assert r["sender_tcp"][0]["TCPDeliveredCE"] > 0
+    cw = cubic["cwnd_bytes"]
+    assert any(b < a for a, b in zip(cw, cw[1:], strict=False)), cw
+    assert ect1["ce_echoed"] > 0 and min(ect1["cwnd"][1:]) < ect1["cwnd_at_first_ce"]
+    # The Not-ECT flow loses packets to DualPI2's drops and retransmits them.
+    assert fwd["drops_fallback"][0] > 0
+    assert reno["retransmits"] > 0 and r["sender_tcp"][1]["TCPDeliveredCE"] == 0
+    # aqmllmd served the forwarder unchanged and its verdicts were applied.
+    assert r["daemon_status"] is not None
+    assert fwd["verdicts_applied"] > 0 and fwd["decisions_model"] > 0
+    assert fwd["states_published"] > 0 and fwd["channel_errors"] == 0
+    # Nothing left behind.
+    assert _namespaces(str(os.getpid())) == []
+    assert _children() == before
+    assert not list(Path("/dev/shm").glob(f"aqm-tcp-{os.getpid()}*"))
+
+
+@needs_netns
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_everything_is_removed_when_the_run_fails(exc: type[BaseException]) -> None:
+    tag = f"{os.getpid()}x"
+    procs: list[subprocess.Popen[str]] = []
+    with pytest.raises(exc), Testbed([Sender("cubic", 10, ecn=True)], tag=tag) as tb:
+        procs.append(tb.start_forwarder(rate_mbps=10, shm=f"aqm-fail-{os.getpid()}"))
+        procs.append(tb.iperf3_server(5201))
+        procs.append(tb.udpflow_echo(5301))
+        assert len(_namespaces(tag)) == 3
+        raise exc("the run failed")
+    assert _namespaces(tag) == []
+    assert all(p.poll() is not None for p in procs)
+    assert not Path("/dev/shm", f"aqm-fail-{os.getpid()}").exists()
+
+
+@needs_netns
+def test_a_stale_testbed_is_removed_by_the_next() -> None:
+    # A namespace named as a testbed of a process that is gone (pid 2**22+1 is above
+    # any pid_max default, so it never ran).
+    stale = f"{PREFIX}{2**22 + 1}r"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        with Testbed([Sender("reno", 10)], tag=f"{os.getpid()}y"):
+            assert stale not in _namespaces(str(2**22 + 1))
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)
