@@ -1,6 +1,8 @@
 """The main job: the Linux data path and aqmllmd in closed loop, next to DualPI2 alone.
 
-`python -m aqmllmd.demo` (what `make run` runs) starts build/aqm-host on a responsive
+`python -m aqmllmd.demo` (what `make run` runs), as root, runs real TCP through
+build/aqm-fwd between network namespaces (aqmllmd.demo_tcp); otherwise, or with --load or
+AQMLLM_DEMO=synthetic, it says why and starts build/aqm-host on a responsive
 synthetic load (scalable and classic flows through a bottleneck) twice:
 
 1. DualPI2 alone, no channel;
@@ -88,7 +90,17 @@ def _status(control: str) -> dict[str, Any] | None:
               help="serve this ONNX model instead of the embedded default "
                    "(python -m aqmllmd.hostile writes wrong ones)")
 def main(model: str | None, **opts: Any) -> None:
-    """The data path with aqmllmd in the loop, next to DualPI2 alone, same load."""
+    """The data path with aqmllmd in the loop, next to DualPI2 alone, same load: real TCP
+    through build/aqm-fwd as root (aqmllmd.demo_tcp), else the synthetic load."""
+    from . import demo_tcp
+
+    why = demo_tcp.why_not(opts["load"])
+    if why is None:
+        opts.pop("load")
+        demo_tcp.main_real(model=os.path.abspath(model) if model else None, **opts)
+        return
+    if not opts["as_json"]:
+        click.echo(f"Real TCP through the forwarder not run: {why}.")
     if model is None:
         compare(run_host, "aqmllmd",
                 "aqmllmd in the loop (embedded default model: the distilled AQM-LLM "

@@ -156,8 +156,13 @@ def flow_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def why_not() -> str | None:
-    """Why the real-traffic main job cannot run here, or None."""
+def why_not(load: float = 0.0) -> str | None:
+    """Why the main job does not run on real traffic here, or None: asked for the
+    synthetic load (--load, or AQMLLM_DEMO=synthetic), or no root or namespaces."""
+    if load > 0:
+        return "--load asks for the open-loop synthetic load"
+    if os.environ.get("AQMLLM_DEMO") == "synthetic":
+        return "AQMLLM_DEMO=synthetic asks for the synthetic load"
     return unavailable()
 
 
