@@ -258,13 +258,14 @@ class Testbed:
                         trace: Path | None = None, shm: str | None = None,
                         wait_consumer_s: float = 0.0, duration_s: float = 0.0,
                         on_region: Callable[[Path], None] | None = None,
+                        cpu: int | None = None,
                         extra: Sequence[str] = ()) -> subprocess.Popen[str]:
         """build/aqm-fwd in the router namespace, with each sender's base RTT as its
         path; returns once it has attached its devices (and the channel region).
 
         With shm, the region is /dev/shm/<shm>; on_region(path) runs once it exists
         (start the daemon there), and the forwarder waits up to wait_consumer_s for a
-        consumer before it says it is ready."""
+        consumer before it says it is ready. cpu pins it to that CPU (taskset)."""
         args = [str(FWD), "--fwd-tun", "tf", "--rev-tun", "tr", "--json",
                 "--duration", str(duration_s)]
         args += ["--trace", str(trace)] if trace else ["--rate-mbps", str(rate_mbps)]
@@ -276,7 +277,8 @@ class Testbed:
             args += ["--shm", shm, "--wait-consumer", str(wait_consumer_s)]
         else:
             args.append("--no-channel")
-        fwd = self.popen(self.router, [*args, *extra], stdout=subprocess.PIPE, text=True)
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        fwd = self.popen(self.router, [*pin, *args, *extra], stdout=subprocess.PIPE, text=True)
         assert fwd.stdout is not None
         if shm and on_region is not None:
             region = Path("/dev/shm", shm)
