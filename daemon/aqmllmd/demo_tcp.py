@@ -64,7 +64,7 @@ def _daemon_status(control: str) -> dict[str, Any] | None:
 
 def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
              with_daemon: bool, model: str | None = None,
-             trace: Path | None = None) -> dict[str, Any]:
+             trace: Path | None = None, probes: bool = True) -> dict[str, Any]:
     """One run: the forwarder's report, each flow's view, the probes, the receiver's ECN
     counts and (with the daemon) its status."""
     result: dict[str, Any] = {}
@@ -96,8 +96,8 @@ def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
                 clients.append((i, tb.udpflow_send(i, ECHO_PORT, duration_s, v6=snd.v6)))
             else:
                 clients.append((i, tb.iperf3_client(i, IPERF_PORT + i, duration_s)))
-        probes = {q: tb.udpflow_send(0, ECHO_PORT, duration_s, mode="probe", tos=tos)
-                  for q, tos in (("C", 0), ("L", 1))}
+        probe = {q: tb.udpflow_send(0, ECHO_PORT, duration_s, mode="probe", tos=tos)
+                 for q, tos in (("C", 0), ("L", 1))} if probes else {}
         flows = []
         for i, p in clients:
             rep = read_json(p.stdout)
@@ -106,7 +106,7 @@ def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
             flows.append({"label": snd.label, "cc": snd.cc, "ecn": snd.ecn,
                           "rtt_ms": snd.rtt_ms,
                           "report": rep if snd.cc == "ect1" else iperf3_summary(rep)})
-        result["probes"] = {q: read_json(p.stdout) for q, p in probes.items()}
+        result["probes"] = {q: read_json(p.stdout) for q, p in probe.items()}
         if with_daemon:
             result["daemon_status"] = _daemon_status(control)
         result["forwarder"] = tb.stop_forwarder(fwd)
