@@ -57,10 +57,11 @@ def test_forwarder_refuses_bad_arguments_with_one_line(tmp_path: Path) -> None:
 
 @needs_netns
 def test_real_tcp_through_the_core_with_aqmllmd() -> None:
-    """Cubic with ECN, reno without, an ECT(1) sender over IPv6, aqmllmd attached."""
+    """Cubic with ECN, reno without, an ECT(1) sender over IPv6, each on its own base
+    RTT, aqmllmd attached."""
     from aqmllmd.demo_tcp import run_once
 
-    senders = [Sender("cubic", 20, ecn=True), Sender("reno", 20), Sender("ect1", 20, v6=True)]
+    senders = [Sender("cubic", 20, ecn=True), Sender("reno", 40), Sender("ect1", 10, v6=True)]
     before = _children()
     r = run_once(senders, rate_mbps=20, duration_s=4, with_daemon=True)
     fwd = r["forwarder"]
@@ -70,6 +71,9 @@ def test_real_tcp_through_the_core_with_aqmllmd() -> None:
     assert fwd["tx_fwd"] > 2000 and fwd["tx_rev"] > 1000
     assert fwd["pkts_out"][0] > 1000 and fwd["pkts_out"][1] > 100
     assert fwd["write_errors"] == 0 and fwd["pool_empty"] == 0
+    # Each path has its own base RTT (IPv4 and IPv6 alike): no round trip is shorter.
+    assert cubic["min_rtt_ms"] >= 20 and reno["min_rtt_ms"] >= 40
+    assert ect1["rtt_ms"]["min"] >= 10
     # CE written into IPv4 headers (checksum intact: the receiver's IP layer took them
     # all) and IPv6 ones, and arriving at the receiver.
     assert fwd["ce_v4"] > 0 and fwd["ce_v6"] > 0
@@ -126,3 +130,28 @@ def test_a_stale_testbed_is_removed_by_the_next() -> None:
             assert stale not in _namespaces(str(2**22 + 1))
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+
+
+def _trace_capacity_bytes(trace: Path, seconds: float) -> int:
+    """Bytes a Mahimahi trace offers in its first `seconds` (it loops)."""
+    times = [int(x) for x in trace.read_text().split()]
+    period = max(times[-1], 1)
+    ms = seconds * 1000
+    full, rest = divmod(ms, period)
+    return 1500 * (int(full) * len(times) + sum(1 for t in times if t < rest))
+
+
+@needs_netns
+def test_a_mahimahi_trace_is_the_bottleneck() -> None:
+    """The trace sim/ replays: the forwarder never sends more than its opportunities
+    carry, and the queue forms there."""
+    from aqm_bridge._ffi import REPO_ROOT
+    from aqmllmd.demo_tcp import run_once
+
+    trace = REPO_ROOT / "sim" / "traces" / "variable-5-40mbit.mahimahi"
+    r = run_once([Sender("cubic", 20, ecn=True)], rate_mbps=0, duration_s=3,
+                 with_daemon=False, trace=trace, probes=False)
+    fwd = r["forwarder"]
+    assert r["flows"][0]["report"]["goodput_mbps"] > 0
+    assert 0 < sum(fwd["bytes_out"]) <= _trace_capacity_bytes(trace, fwd["wall_s"] + 0.002)
+    assert fwd["sojourn_ms_c"]["p99"] > 1
