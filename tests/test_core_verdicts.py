@@ -1,4 +1,7 @@
-"""The model hook of the core: state export, verdict precedence, lateness, bad verdicts."""
+"""The model hook of the core: state export, verdict precedence, lateness, bad verdicts.
+
+These tests look at the mechanics of verdicts with the harm budget off
+(harm_budget_pct = HARM_BUDGET_OFF); tests/test_core_harm.py covers the budget."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from aqm_bridge.core import (
     SOURCE_MODEL,
     Core,
 )
+from aqm_bridge.core import HARM_BUDGET_OFF as OFF
 
 ACT_ENQUEUE, ACT_DROP, ACT_MARK = 0, 1, 2
 GUARD_NONE, GUARD_STEP, GUARD_DUALPI2 = 0, 1, 2
@@ -41,7 +45,7 @@ def region() -> Iterator[Region]:
 
 @pytest.fixture
 def core(region: Region) -> Core:
-    c = Core(seed=1)
+    c = Core(seed=1, harm_budget_pct=OFF)
     c.attach(region)
     return c
 
@@ -125,7 +129,7 @@ class TestVerdicts:
             assert stats["marks_model"][queue] == 1
 
     def test_without_a_guard_model_enqueue_overrides_dualpi2(self, region: Region) -> None:
-        core = Core(seed=1, verdict_guard=GUARD_NONE)
+        core = Core(seed=1, harm_budget_pct=OFF, verdict_guard=GUARD_NONE)
         core.attach(region)
         core.enqueue(0, 1500, ECN_ECT1)
         # 5 ms in the L queue: DualPI2's step would mark it.
@@ -140,7 +144,7 @@ class TestVerdictGuard:
 
     @pytest.fixture
     def step_core(self, region: Region) -> Core:
-        c = Core(seed=1, verdict_guard=GUARD_STEP)
+        c = Core(seed=1, harm_budget_pct=OFF, verdict_guard=GUARD_STEP)
         c.attach(region)
         return c
 
@@ -175,7 +179,8 @@ class TestVerdictGuard:
         assert core.stats()["step_marks"] == 0, "the verdict's mark is not the step's"
 
     def test_a_dualpi2_guard_takes_the_stronger_decision(self, region: Region) -> None:
-        core = Core(seed=1, verdict_guard=GUARD_DUALPI2, step_thresh_ns=1_000_000_000)
+        core = Core(seed=1, harm_budget_pct=OFF, verdict_guard=GUARD_DUALPI2,
+                    step_thresh_ns=1_000_000_000)
         core.attach(region)
         # A standing classic queue drives p' to 1: overload, DualPI2 drops classic packets.
         core.enqueue(0, 1500, ECN_NOT_ECT)
@@ -198,7 +203,8 @@ class TestVerdictGuard:
         lens, ecns = rng.integers(64, 1500, 3000), rng.integers(0, 4, 3000)
         runs = []
         for attach in (False, True):
-            core = Core(seed=9, verdict_guard=GUARD_DUALPI2, limit_pkts=200)
+            core = Core(seed=9, harm_budget_pct=OFF, verdict_guard=GUARD_DUALPI2,
+                        limit_pkts=200)
             if attach:
                 core.attach(region)
             decided = []
@@ -218,7 +224,7 @@ class TestVerdictGuard:
         assert s_guarded["step_marks"] == s_alone["step_marks"]
 
     def test_a_dualpi2_guard_lets_the_model_be_stricter(self, region: Region) -> None:
-        core = Core(seed=1, verdict_guard=GUARD_DUALPI2)
+        core = Core(seed=1, harm_budget_pct=OFF, verdict_guard=GUARD_DUALPI2)
         core.attach(region)
         core.enqueue(0, 1500, ECN_ECT0)
         send(region, 0, ACT_MARK)

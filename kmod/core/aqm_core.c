@@ -87,7 +87,8 @@ aqm_params_validate(const struct aqm_params *p)
 	if (p->step_thresh_pkts > AQM_LIMIT_PKTS_MAX ||
 	    p->min_qlen_step > AQM_LIMIT_PKTS_MAX)
 		return (AQM_EINVAL);
-	if (p->harm_budget_pct > AQM_HARM_BUDGET_MAX || p->reserved0 != 0)
+	if ((p->harm_budget_pct > AQM_HARM_BUDGET_MAX &&
+	    p->harm_budget_pct != AQM_HARM_BUDGET_OFF) || p->reserved0 != 0)
 		return (AQM_EINVAL);
 	return (AQM_OK);
 }
@@ -791,6 +792,76 @@ guard_decide(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 	}
 }
 
+/* -- Harm budget ------------------------------------------------------- */
+
+#define HARM_ONE		((uint64_t)1 << 32)	/* one signal */
+
+static int
+above_floor(const struct aqm_core *c)
+{
+
+	return ((uint64_t)c->qbytes[0] + c->qbytes[1] >=
+	    2ull * c->params.mtu_bytes);
+}
+
+/*
+ * What DualPI2 itself signals for a packet leaving now, as a probability
+ * (HARM_ONE = 1), without rolling: p_C for a classic packet; for an L
+ * packet p_CL (1 in overload), or 1 where the step applies.
+ */
+static uint64_t
+dualpi2_signal_prob(const struct aqm_core *c, uint64_t now_ns,
+    const struct aqm_pkt *pkt)
+{
+	uint64_t lprob;
+	int stepped = 0;
+
+	if (pkt->queue == AQM_QUEUE_C)
+		return (((uint64_t)c->prob * c->prob) >> 32);
+	if (step_decide(c, now_ns, pkt, &stepped) != AQM_V_PASS)
+		return (HARM_ONE);
+	lprob = (uint64_t)c->prob * c->params.coupling_factor;
+	return (lprob > HARM_ONE ? HARM_ONE : lprob);
+}
+
+/*
+ * Every packet leaving queue q above DualPI2's 2-MTU floor adds what
+ * DualPI2 signals for it, times harm_budget_pct / 100, to q's credit
+ * (at most AQM_HARM_CREDIT_MAX signals); nothing is added below the floor.
+ */
+static void
+harm_accrue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt)
+{
+	uint64_t *credit = &c->harm_credit[pkt->queue & 1];
+	uint32_t pct = c->params.harm_budget_pct;
+
+	if (pct == AQM_HARM_BUDGET_OFF || !above_floor(c))
+		return;
+	*credit += dualpi2_signal_prob(c, now_ns, pkt) * pct / 100;
+	if (*credit > AQM_HARM_CREDIT_MAX * HARM_ONE)
+		*credit = AQM_HARM_CREDIT_MAX * HARM_ONE;
+}
+
+/*
+ * A verdict that signals more than the guard's decision (a mark or drop
+ * where DualPI2 would pass, a drop where it would mark) spends one signal
+ * of its queue's credit; without one, or below the 2-MTU floor, it is
+ * refused.  Returns 1 when the verdict may stand.
+ */
+static int
+harm_spend(struct aqm_core *c, unsigned q)
+{
+
+	if (c->params.harm_budget_pct == AQM_HARM_BUDGET_OFF)
+		return (1);
+	if (!above_floor(c) || c->harm_credit[q] < HARM_ONE) {
+		c->cnt.verdicts_capped[q]++;
+		return (0);
+	}
+	c->harm_credit[q] -= HARM_ONE;
+	return (1);
+}
+
 static void
 dequeue_accounting(struct aqm_core *c, const struct aqm_pkt *pkt,
     uint64_t next_head_ts)
@@ -816,6 +887,8 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 	dequeue_accounting(c, pkt, next_head_ts);
 	pi_catch_up(c, now_ns);
 	rate_update(c, now_ns, q, pkt->len);
+	if (c->chan_attached)
+		harm_accrue(c, now_ns, pkt);
 	pos = r->tail != r->head ? vring_find(r, pkt->seq) : -1;
 	slot = pos >= 0 ? (pos & VSLOT_MASK) : -1;
 	/*
@@ -851,10 +924,23 @@ aqm_dequeue(struct aqm_core *c, uint64_t now_ns, const struct aqm_pkt *pkt,
 			break;
 		}
 		c->cnt.verdicts_applied++;
-		guard = d->verdict == AQM_V_DROP ? AQM_V_PASS :
-		    guard_decide(c, now_ns, pkt, &stepped);
-		if (verdict_rank(guard) > verdict_rank(d->verdict)) {
-			d->source = AQM_SRC_FALLBACK;
+		/*
+		 * Every verdict, drops included, meets the guard; one that
+		 * signals beyond it meets the harm budget.
+		 */
+		guard = guard_decide(c, now_ns, pkt, &stepped);
+		/*
+		 * An ECN-capable packet's congestion signal is a mark: a model
+		 * drops one only where DualPI2 itself drops it.
+		 */
+		if (d->verdict == AQM_V_DROP && pkt->ecn != AQM_ECN_NOT_ECT &&
+		    guard != AQM_V_DROP &&
+		    c->params.harm_budget_pct != AQM_HARM_BUDGET_OFF)
+			d->verdict = AQM_V_MARK;
+		if (verdict_rank(guard) >= verdict_rank(d->verdict) ||
+		    !harm_spend(c, q)) {
+			if (verdict_rank(guard) != verdict_rank(d->verdict))
+				d->source = AQM_SRC_FALLBACK;
 			d->verdict = guard;
 		}
 	} else {

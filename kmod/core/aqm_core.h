@@ -61,6 +61,9 @@
  */
 #define AQM_HARM_BUDGET_DEFAULT	200u
 #define AQM_HARM_BUDGET_MAX	1000u
+#define AQM_HARM_BUDGET_OFF	0xffffffffu	/* no budget: experiments only */
+/* Signals of credit a queue can save up (a burst the budget allows). */
+#define AQM_HARM_CREDIT_MAX	8u
 /* Verdicts filed per look at the ring; a tick looks up to this many times. */
 #ifndef AQM_VERDICT_BURST
 #define AQM_VERDICT_BURST	64u
