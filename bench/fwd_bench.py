@@ -5,8 +5,9 @@ As root (network namespaces): `.venv/bin/python bench/fwd_bench.py [--duration 3
 - Packet rate: an iperf3 UDP client floods the forward direction (-b 0) with datagrams
   of a given size through a forwarder pinned to CPU 0 whose bottleneck is far above
   what it can carry (100 Gbit/s, 0 ms base RTT), so the figure is the forwarder's own:
-  packets it wrote out per second. DualPI2 alone, and with the channel attached and
-  aqmllmd serving its default model.
+  packets it wrote out per second, and the CPU time it used per packet (on a shared
+  machine the rate depends on what else runs; the CPU per packet much less). DualPI2
+  alone, and with the channel attached and aqmllmd serving its default model.
 - Added latency: aqm-udpflow's probe (one datagram per ms, Not-ECT) between sender and
   receiver, idle, through the router's kernel forwarding alone (the policy rules that
   send traffic into the TUN devices removed), and through the forwarder (both
@@ -50,6 +51,12 @@ def _daemon(tb: Testbed, tmp: str) -> Any:
     return start
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all of it spent forwarding here)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def packet_rate(size: int, duration: float, with_daemon: bool) -> dict[str, Any]:
     with Testbed([Sender("cubic", 0)], tag=f"{os.getpid()}b") as tb, \
             tempfile.TemporaryDirectory() as tmp:
@@ -63,11 +70,14 @@ def packet_rate(size: int, duration: float, with_daemon: bool) -> dict[str, Any]
                                         "-J"], stdout=subprocess.PIPE, text=True)
         ip = read_json(cl.stdout)
         cl.wait()
+        cpu_s = _cpu_seconds(fwd.pid)
         rep = tb.stop_forwarder(fwd)
     sent = ip.get("end", {}).get("sum", {}).get("packets", 0)
     return {"size": size, "daemon": with_daemon, "wall_s": rep["wall_s"],
             "offered_pps": sent / duration if duration else 0,
             "forwarded_pps": rep["pkts_out"][0] / duration,
+            "cpu_s": cpu_s, "pkts_out": rep["pkts_out"][0],
+            "us_per_pkt_cpu": 1e6 * cpu_s / max(1, rep["pkts_out"][0]),
             "decided": rep["decisions"], "model_share": rep["model_share"],
             "verdicts_applied": rep["verdicts_applied"], "states_lost": rep["states_lost"]}
 
@@ -110,12 +120,13 @@ def main(duration: float, sizes: str, as_json: bool) -> None:
         return
     click.echo(f"aqm-fwd pinned to CPU 0 ({os.cpu_count()} CPUs; load average "
                f"{os.getloadavg()[0]:.2f}), {duration:g} s each")
-    click.echo("| UDP payload | channel | offered pps | forwarded pps | by a verdict |")
-    click.echo("|---|---|---|---|---|")
+    click.echo("| UDP payload | channel | offered pps | forwarded pps | CPU s | "
+               "µs CPU per packet | by a verdict |")
+    click.echo("|---|---|---|---|---|---|---|")
     for r in rates:
         click.echo(f"| {r['size']} B | {'aqmllmd' if r['daemon'] else 'none'} | "
-                   f"{r['offered_pps']:.0f} | {r['forwarded_pps']:.0f} | "
-                   f"{100 * r['model_share']:.1f}% |")
+                   f"{r['offered_pps']:.0f} | {r['forwarded_pps']:.0f} | {r['cpu_s']:.2f} | "
+                   f"{r['us_per_pkt_cpu']:.2f} | {100 * r['model_share']:.1f}% |")
     click.echo("| probe path | RTT p50 ms | p90 | p99 | max |")
     click.echo("|---|---|---|---|---|")
     for r in lat:
