@@ -109,6 +109,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _can_realtime() -> bool:
+    if shutil.which("chrt") is None:
+        return False
+    return subprocess.run(["chrt", "-f", "1", "true"], capture_output=True).returncode == 0
+
+
 def remove_stale() -> list[str]:
     """Delete namespaces of testbeds whose process is gone; returns their names."""
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
@@ -258,14 +264,21 @@ class Testbed:
                         trace: Path | None = None, shm: str | None = None,
                         wait_consumer_s: float = 0.0, duration_s: float = 0.0,
                         on_region: Callable[[Path], None] | None = None,
-                        cpu: int | None = None,
+                        cpu: int | None = None, realtime: bool = True,
                         extra: Sequence[str] = ()) -> subprocess.Popen[str]:
         """build/aqm-fwd in the router namespace, with each sender's base RTT as its
         path; returns once it has attached its devices (and the channel region).
 
         With shm, the region is /dev/shm/<shm>; on_region(path) runs once it exists
         (start the daemon there), and the forwarder waits up to wait_consumer_s for a
-        consumer before it says it is ready. cpu pins it to that CPU (taskset)."""
+        consumer before it says it is ready. cpu pins it to that CPU (taskset).
+
+        realtime: run it under SCHED_FIFO priority 1 (chrt) where the system allows,
+        as a data path in a kernel is never preempted by user processes: on a
+        machine with few cores the daemon, the senders and the forwarder compete, and
+        a forwarder that waits for a core holds packets that no AQM decided on.
+        The kernel's RT throttling (95 % of each second by default) still leaves
+        others their share, and the forwarder sleeps whenever nothing is due."""
         args = [str(FWD), "--fwd-tun", "tf", "--rev-tun", "tr", "--json",
                 "--duration", str(duration_s)]
         args += ["--trace", str(trace)] if trace else ["--rate-mbps", str(rate_mbps)]
@@ -278,6 +291,8 @@ class Testbed:
         else:
             args.append("--no-channel")
         pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        if realtime and _can_realtime():
+            pin = ["chrt", "-f", "1", *pin]
         fwd = self.popen(self.router, [*pin, *args, *extra], stdout=subprocess.PIPE, text=True)
         assert fwd.stdout is not None
         if shm and on_region is not None:
