@@ -106,6 +106,7 @@ static inline void
 fuzz_host_check(const struct fuzz_host *h)
 {
 	struct aqm_counters c;
+	unsigned q;
 
 	aqm_counters_get(h->core, &c);
 	FUZZ_CHECK(c.decisions_model + c.decisions_fallback == h->dequeued);
@@ -115,6 +116,16 @@ fuzz_host_check(const struct fuzz_host *h)
 	FUZZ_CHECK(h->core->qlen[1] == h->len[1]);
 	FUZZ_CHECK(c.channel_errors == 0 || !h->core->chan_attached);
 	FUZZ_CHECK(h->core->prob <= AQM_PROB_ONE);
+	/* A refused verdict was one in hand. */
+	FUZZ_CHECK(c.verdicts_capped[0] + c.verdicts_capped[1] <=
+	    c.verdicts_applied);
+	for (q = 0; q < 2; q++) {
+		/* Verdict slots belong to queued packets only. */
+		FUZZ_CHECK(h->core->vq[q].tail - h->core->vq[q].head <=
+		    h->core->qlen[q]);
+		FUZZ_CHECK(h->core->harm_credit[q] <=
+		    (uint64_t)AQM_HARM_CREDIT_MAX << 32);
+	}
 }
 
 #endif /* !FUZZ_COMMON_H */
