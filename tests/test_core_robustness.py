@@ -160,9 +160,11 @@ class TestDeadlines:
         core.attach(region)
         core.enqueue(1000, 1500, ECN_ECT0)
         core.enqueue(2000, 1500, ECN_ECT0)
-        first, second = region.read_states(2)
+        core.enqueue(3000, 1500, ECN_ECT1)
+        first, second, l4s = region.read_states(3)
         assert first["deadline_ns"] == first["ts_ns"]  # nothing ahead, link idle
         assert second["deadline_ns"] == second["ts_ns"] + default_params()["target_ns"]
+        assert l4s["deadline_ns"] == l4s["ts_ns"]  # an empty L queue goes first
 
     def test_the_first_estimate_comes_within_a_few_packets(self, region: Region) -> None:
         core = Core(seed=6)

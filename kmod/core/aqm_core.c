@@ -483,7 +483,8 @@ rate_update(struct aqm_core *c, uint64_t now_ns, unsigned q, uint32_t len)
  * transmission is not part of the wait.  Before q's drain rate is known,
  * the link rate at q's WRR share (the full rate when the other queue is
  * empty) stands in; before any rate is known, a packet with anything ahead
- * of it is expected to wait target_ns, the sojourn DualPI2 steers to.
+ * of it (or a classic one behind a busy L queue) is expected to wait
+ * target_ns, the sojourn DualPI2 steers to.
  */
 static uint64_t
 expected_wait(const struct aqm_core *c, unsigned q, uint32_t ahead,
@@ -503,8 +504,8 @@ expected_wait(const struct aqm_core *c, unsigned q, uint32_t ahead,
 		npk = link * 100 / (uint32_t)share;
 	}
 	if (npk == 0)
-		return (ahead == 0 && c->qlen[other] == 0 ? 0 :
-		    c->params.target_ns);
+		return (ahead == 0 && (q == AQM_QUEUE_L || c->qlen[other] == 0) ?
+		    0 : c->params.target_ns);
 	if (npk > UINT32_MAX)
 		npk = UINT32_MAX;
 	if (link == 0 || link > npk)
