@@ -6,13 +6,16 @@ As root (network namespaces): `.venv/bin/python bench/fwd_bench.py [--duration 3
   of a given size through a forwarder pinned to CPU 0 whose bottleneck is far above
   what it can carry (100 Gbit/s, 0 ms base RTT), so the figure is the forwarder's own:
   packets it wrote out per second, and the CPU time it used per packet (on a shared
-  machine the rate depends on what else runs; the CPU per packet much less). DualPI2
-  alone, and with the channel attached and aqmllmd serving its default model.
+  machine the rate depends on what else runs; the CPU per packet much less). The
+  forwarder runs at normal priority here: under SCHED_FIFO (as the tests and the main
+  job run it) it takes CPU 0 from the flood's sender, and the sender, not the
+  forwarder, sets the rate. DualPI2 alone, and with the channel attached and aqmllmd
+  serving its default model.
 - Added latency: aqm-udpflow's probe (one datagram per ms, Not-ECT) between sender and
   receiver, idle, through the router's kernel forwarding alone (the policy rules that
   send traffic into the TUN devices removed), and through the forwarder (both
-  directions cross it). The difference of the round trips is what the forwarder adds
-  for two crossings.
+  directions cross it, under SCHED_FIFO as in the tests and the main job). The
+  difference of the round trips is what the forwarder adds for two crossings.
 
 Prints a table and, with --json, the raw figures. Not a test: nothing is asserted.
 """
@@ -62,7 +65,8 @@ def packet_rate(size: int, duration: float, with_daemon: bool) -> dict[str, Any]
             tempfile.TemporaryDirectory() as tmp:
         shm = f"aqm-bench-{os.getpid()}" if with_daemon else None
         fwd = tb.start_forwarder(rate_mbps=BIG_RATE, shm=shm, wait_consumer_s=30,
-                                 on_region=_daemon(tb, tmp) if with_daemon else None, cpu=0)
+                                 on_region=_daemon(tb, tmp) if with_daemon else None, cpu=0,
+                                 realtime=False)
         tb.iperf3_server(5201)
         tb.wait_listening(5201)
         cl = tb.popen(tb.sender_ns[0], ["iperf3", "-c", RECEIVER_V4, "-B", sender_v4(0),

@@ -488,7 +488,12 @@ rx(struct fwd *f, int reverse, uint64_t now)
 	}
 }
 
-/* Serve the link while it is free: select, pop, decide, mark or drop. */
+/*
+ * Serve the link while it is free: select, pop, decide, mark or drop.  The
+ * clock is read again when the link looks busy, so that a link faster than
+ * this loop (a packet time below a pass's cost) is served back to back
+ * rather than one packet per pass.
+ */
 static void
 serve_link(struct fwd *f, uint64_t now)
 {
@@ -497,7 +502,9 @@ serve_link(struct fwd *f, uint64_t now)
 	uint64_t finish;
 	int q;
 
-	while (f->link_free_ns <= now) {
+	for (;;) {
+		if (f->link_free_ns > now && (now = mono_ns()) < f->link_free_ns)
+			return;
 		q = aqm_select(f->core, now);
 		if (q == AQM_SELECT_NONE)
 			return;
