@@ -155,3 +155,23 @@ def test_a_mahimahi_trace_is_the_bottleneck() -> None:
     assert r["flows"][0]["report"]["goodput_mbps"] > 0
     assert 0 < sum(fwd["bytes_out"]) <= _trace_capacity_bytes(trace, fwd["wall_s"] + 0.002)
     assert fwd["sojourn_ms_c"]["p99"] > 1
+
+
+@needs_netns
+def test_a_link_faster_than_the_loop_is_served_back_to_back() -> None:
+    """At 100 Gbit/s a packet's time on the wire is shorter than one pass of the
+    forwarder's loop: a UDP flood must leave as fast as it is read, never filling the
+    queue to its limit (it did when one packet left per pass)."""
+    from aqm_bridge.netns import RECEIVER_V4, sender_v4
+
+    with Testbed([Sender("cubic", 0)], tag=f"{os.getpid()}f") as tb:
+        fwd = tb.start_forwarder(rate_mbps=100000, realtime=False)
+        tb.iperf3_server(5201)
+        tb.wait_listening(5201)
+        cl = tb.popen(tb.sender_ns[0], ["iperf3", "-c", RECEIVER_V4, "-B", sender_v4(0),
+                                        "-u", "-b", "0", "-l", "1400", "-t", "2"],
+                      stdout=subprocess.DEVNULL)
+        cl.wait(timeout=30)
+        rep = tb.stop_forwarder(fwd)
+    assert rep["pkts_in"][0] > 10000
+    assert rep["drops_limit"] == [0, 0]

@@ -425,10 +425,17 @@ emit(struct fwd *f, int fd, struct pkt *p, uint64_t *count)
 	pkt_free(f, p);
 }
 
-/* Read what is waiting on one device (up to a burst). */
+static void	serve_link(struct fwd *f, uint64_t now);
+
+/*
+ * Read what is waiting on one device (up to a burst).  Each packet is
+ * stamped when it is read, and the link is served after each one: a burst
+ * takes longer to read than a fast link takes to send it.
+ */
 static void
-rx(struct fwd *f, int reverse, uint64_t now)
+rx(struct fwd *f, int reverse)
 {
+	uint64_t now;
 	struct pkt *p;
 	ssize_t n;
 	int i, ecn;
@@ -457,6 +464,7 @@ rx(struct fwd *f, int reverse, uint64_t now)
 			continue;
 		}
 		p->len = (uint16_t)n;
+		now = mono_ns();
 		ecn = pkt_ecn(p->data, p->len);
 		p->path = pkt_path(f, p->data, p->len, reverse);
 		if (reverse) {
@@ -485,6 +493,7 @@ rx(struct fwd *f, int reverse, uint64_t now)
 			    head_ts(&f->q[p->meta.queue]));
 			pkt_free(f, p);
 		}
+		serve_link(f, now);
 	}
 }
 
@@ -566,8 +575,8 @@ run(struct fwd *f, double duration_s)
 	end = duration_s > 0 ? now + (uint64_t)(duration_s * 1e9) : UINT64_MAX;
 	next_tick = now + TICK_NS;
 	while (!stop_requested && now < end) {
-		rx(f, 0, now);
-		rx(f, 1, now);
+		rx(f, 0);
+		rx(f, 1);
 		now = mono_ns();
 		serve_link(f, now);
 		due = release(f, now);
