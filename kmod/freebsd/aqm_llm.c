@@ -24,11 +24,15 @@
  *
  * Lifetime: dummynet creates an instance with the first packet and destroys
  * it when idle (net.inet.ip.dummynet.expire), on reconfiguration and on
- * deletion.  The region belongs to a scheduler number, not to an instance:
- * it serves the oldest live instance of that number and moves to the next
- * (or the next created) when that one goes.  The state of an instance is
- * allocated with its first enqueued packet, so an instance dummynet frees
- * without free_sched (a flowset AQM whose init failed) holds nothing.
+ * deletion.  The state of an instance (core, queues, tick) is taken with
+ * its first enqueued packet, so an instance dummynet frees without
+ * free_sched (a flowset AQM whose init failed) holds nothing.  When an
+ * instance goes, its scheduler keeps its state for the next instance: the
+ * PI controller, the parameters, the counters and the region carry on
+ * across idle periods; a state is freed when its scheduler goes.  The
+ * region belongs to a scheduler number, not to an instance: it serves the
+ * oldest state of that number, and moves to the next when that one is
+ * freed.
  *
  * Locking: dummynet calls every scheduler method with its lock held.  The
  * module mutex protects the instance list, the scheduler list and the
@@ -66,6 +70,7 @@ struct aqm_llm_state {
 	uint64_t		 id;		/* module-wide, from 1 */
 	int			 sched_nr;
 	int			 dying;
+	int			 parked;	/* kept by its scheduler */
 	TAILQ_ENTRY(aqm_llm_state) link;	/* oldest first */
 };
 
@@ -83,7 +88,8 @@ struct aqm_llm_schk {
 	LIST_ENTRY(aqm_llm_schk) link;
 	int			 linked;
 	int			 sched_nr;
-	struct aqm_params	 params;	/* the next instance's */
+	struct aqm_params	 params;	/* a new state's */
+	struct aqm_llm_state	*parked;	/* for the next instance */
 };
 
 #define	AQM_LLM_SI(si)		((struct aqm_llm_si *)(si))
@@ -383,6 +389,47 @@ aqm_llm_state_new(struct dn_sch_inst *si)
 	return (st);
 }
 
+/* An instance's first packet: the state its scheduler kept, or a new one. */
+static struct aqm_llm_state *
+aqm_llm_state_get(struct dn_sch_inst *si)
+{
+	struct aqm_llm_schk *as = AQM_LLM_SCHK(si->sched);
+	struct aqm_llm_state *st;
+
+	mtx_lock(&aqm_llm_mtx);
+	st = as->parked;
+	if (st != NULL) {
+		as->parked = NULL;
+		st->parked = 0;
+		aqm_llm_instances++;
+	}
+	mtx_unlock(&aqm_llm_mtx);
+	return (st != NULL ? st : aqm_llm_state_new(si));
+}
+
+/*
+ * Take a state off the list and free it (module mutex held; its queues
+ * empty): the region moves on if it served it.  The callout may be running:
+ * the state is freed once it has drained, never waiting here.
+ */
+static void
+aqm_llm_state_release(struct aqm_llm_state *st)
+{
+	int later;
+
+	TAILQ_REMOVE(&aqm_llm_list, st, link);
+	atomic_add_int(&aqm_llm_pending_frees, 1);
+	mtx_lock(&st->mtx);
+	st->dying = 1;
+	mtx_unlock(&st->mtx);
+	aqm_llm_follow();
+	mtx_lock(&st->mtx);
+	later = callout_async_drain(&st->tick, aqm_llm_drained) == 0;
+	mtx_unlock(&st->mtx);
+	if (!later)
+		aqm_llm_free_state(st);
+}
+
 static int
 aqm_llm_enqueue(struct dn_sch_inst *si, struct dn_queue *q, struct mbuf *m)
 {
@@ -397,7 +444,7 @@ aqm_llm_enqueue(struct dn_sch_inst *si, struct dn_queue *q, struct mbuf *m)
 	asi->q.ni.tot_bytes += len;
 	si->ni.tot_pkts++;
 	si->ni.tot_bytes += len;
-	if (st == NULL && (st = asi->st = aqm_llm_state_new(si)) == NULL)
+	if (st == NULL && (st = asi->st = aqm_llm_state_get(si)) == NULL)
 		goto drop;
 	mtx_lock(&st->mtx);
 	if (aqm_enqueue(st->core, aqm_llm_now(), (uint32_t)len,
@@ -499,38 +546,35 @@ aqm_llm_free_sched(struct dn_sch_inst *si)
 {
 	struct aqm_llm_si *asi = AQM_LLM_SI(si);
 	struct aqm_llm_schk *as = AQM_LLM_SCHK(si->sched);
-	struct aqm_llm_state *st = asi->st;
+	struct aqm_llm_state *st = asi->st, *old;
+	struct aqm_pkt *p;
 	struct mbuf *m;
 	u_int q;
-	int later;
 
 	if (st != NULL) {
 		mtx_lock(&aqm_llm_mtx);
-		TAILQ_REMOVE(&aqm_llm_list, st, link);
 		aqm_llm_instances--;
-		atomic_add_int(&aqm_llm_pending_frees, 1);
+		/* Packets still queued (reconfiguration, deletion) go. */
 		mtx_lock(&st->mtx);
-		st->dying = 1;
-		/* The next instance starts where this one ended. */
-		if (as->linked)
-			aqm_core_get_params(st->core, &as->params);
-		mtx_unlock(&st->mtx);
-		aqm_llm_follow();	/* to the next instance, if any */
-		mtx_unlock(&aqm_llm_mtx);
-
-		mtx_lock(&st->mtx);
-		for (q = 0; q < AQM_NQUEUES; q++)
-			while ((m = aqm_llm_pop(&st->q[q])) != NULL)
+		for (q = 0; q < AQM_NQUEUES; q++) {
+			while ((m = aqm_llm_pop(&st->q[q])) != NULL) {
+				if ((p = aqm_llm_meta(m, NULL)) != NULL)
+					aqm_forget(st->core, p,
+					    aqm_llm_head_ts(st, q));
 				m_freem(m);
-		/*
-		 * The instance's memory goes when we return, but the callout
-		 * may be running: free our state once it has drained, never
-		 * waiting here.
-		 */
-		later = callout_async_drain(&st->tick, aqm_llm_drained) == 0;
+			}
+		}
 		mtx_unlock(&st->mtx);
-		if (!later)
-			aqm_llm_free_state(st);
+		/* The scheduler keeps the oldest state for its next instance. */
+		old = as->parked;
+		if (old == NULL || st->id < old->id) {
+			as->parked = st;
+			st->parked = 1;
+			st = old;
+		}
+		if (st != NULL)
+			aqm_llm_state_release(st);
+		mtx_unlock(&aqm_llm_mtx);
 	}
 	memset(&asi->q, 0, sizeof(asi->q));
 	asi->st = NULL;
@@ -563,6 +607,10 @@ aqm_llm_destroy(struct dn_schk *s)
 	struct aqm_llm_schk *as = AQM_LLM_SCHK(s);
 
 	mtx_lock(&aqm_llm_mtx);
+	if (as->parked != NULL) {
+		aqm_llm_state_release(as->parked);
+		as->parked = NULL;
+	}
 	if (as->linked) {
 		LIST_REMOVE(as, link);
 		as->linked = 0;
@@ -602,7 +650,7 @@ aqm_llm_info_get(struct aqm_llm_info *info)
 	info->region_size = aqm_llm_region_size;
 	info->attached_sched = aqm_llm_attached_sched;
 	TAILQ_FOREACH(st, &aqm_llm_list, link)
-		if (st->sched_nr == aqm_llm_attached_sched)
+		if (st->sched_nr == aqm_llm_attached_sched && !st->parked)
 			info->sched_instances++;
 	info->sched_configured =
 	    (uint32_t)aqm_llm_configured(aqm_llm_attached_sched);

@@ -308,6 +308,25 @@ region_hdr(void)
 	return ((struct aqm_chan_hdr *)aqm_llm_region);
 }
 
+/*
+ * The defaults the harness runs with: the core's, without its harm budget
+ * (these tests are about the glue delivering verdicts, not about how many
+ * of them the core lets stand; kmod/core's tests are).
+ */
+static void
+harness_defaults(void)
+{
+	uint64_t v;
+
+	aqm_params_default(&aqm_llm_defaults);
+#ifdef AQM_HARM_BUDGET_OFF
+	v = AQM_HARM_BUDGET_OFF;
+	CHECK(shim_sysctl("harm_budget_pct", NULL, &v) == 0);
+#else
+	(void)v;
+#endif
+}
+
 static int
 module_load(void)
 {
@@ -388,6 +407,7 @@ test_load(void)
 	CHECK(region_hdr()->magic == AQM_CHAN_MAGIC);
 	CHECK(sysctl_get("instances") == 0);
 	CHECK(sysctl_get("attached_sched") == (uint64_t)-1);
+	harness_defaults();
 }
 
 /* -- item 2: the single-queue contract ------------------------------------------ */
@@ -486,7 +506,7 @@ test_attachment_survives_instances(void)
 	    AQM_CHAN_OK);
 	gen0 = region_hdr()->producer_gen;
 
-	/* The first packet makes the instance, which takes the region. */
+	/* The first packet makes the instance, whose state takes the region. */
 	CHECK(enqueue(s, packet4(2, 1000)) == 0);
 	i = info();
 	first = i.served_instance;
@@ -501,53 +521,70 @@ test_attachment_survives_instances(void)
 	if (m != NULL)
 		release(m);
 
-	/* Parameters set for the scheduler outlive its instances. */
+	/* Parameters set for the scheduler. */
 	memset(&pr, 0, sizeof(pr));
 	pr.sched = 3;
 	CHECK(ioctl_(AQMLLM_GETPARAMS, &pr) == 0);
 	pr.params.target_ns = 5000000;
 	CHECK(ioctl_(AQMLLM_SETPARAMS, &pr) == 0);
 
-	/* Idle: dummynet expires the instance; the attachment stays. */
+	/*
+	 * Idle: dummynet expires the instance.  Its scheduler keeps the
+	 * state, which goes on serving the region: nothing changes for the
+	 * daemon, and the next instance carries on with it.
+	 */
 	CHECK(expire(s) == 1);
 	i = info();
-	CHECK(i.attached_sched == 3 && i.served_instance == 0 &&
-	    i.sched_instances == 0);
-	CHECK((region_hdr()->flags & AQM_CHAN_F_PRODUCER_UP) == 0);
-	CHECK(ioctl_(AQMLLM_GETPARAMS, &pr) == 0 &&
-	    pr.params.target_ns == 5000000);
-
-	/* The next packet's instance takes the region over and is served. */
+	CHECK(i.attached_sched == 3 && i.served_instance == first &&
+	    i.sched_instances == 0 && i.instances == 0);
+	CHECK((region_hdr()->flags & AQM_CHAN_F_PRODUCER_UP) != 0);
+	CHECK(region_hdr()->producer_gen == gen0 + 1);
+	CHECK(counters(3).verdicts_applied == 1);	/* readable while idle */
 	CHECK(enqueue(s, packet4(2, 1000)) == 0);
 	i = info();
-	CHECK(i.served_instance > first && i.sched_instances == 1);
-	CHECK(region_hdr()->producer_gen == gen0 + 2);
+	CHECK(i.served_instance == first && i.sched_instances == 1);
+	CHECK(region_hdr()->producer_gen == gen0 + 1);
 	daemon_verdicts(&daemon, AQM_ACT_MARK, &n);
-	CHECK(n == 1);
-	CHECK(daemon_last_seq > seq);	/* carried on above the first's */
+	CHECK(n == 1 && daemon_last_seq == seq + 1);
 	m = serve(s, &dropped);
 	CHECK(m != NULL && ecn_of(m) == 3);
 	if (m != NULL)
 		release(m);
-	CHECK(counters(3).verdicts_applied == 1);	/* on the new core */
+	CHECK(counters(3).verdicts_applied == 2);	/* the same core */
 	CHECK(ioctl_(AQMLLM_GETPARAMS, &pr) == 0 &&
 	    pr.params.target_ns == 5000000);
+	seq = daemon_last_seq;
 
-	/* Reconfigured with packets queued: they go; the number stays. */
+	/*
+	 * Reconfigured with packets queued: they go, and the state with the
+	 * old scheduler; the number stays attached, and the next instance's
+	 * new state takes the region over, above the sequence numbers seen.
+	 */
 	CHECK(enqueue(s, packet4(1, 700)) == 0);
 	CHECK(enqueue(s, packet4(2, 700)) == 0);
 	s = sched_reconfigure(s);
 	i = info();
 	CHECK(i.attached_sched == 3 && i.served_instance == 0 &&
 	    i.sched_configured == 1);
+	CHECK((region_hdr()->flags & AQM_CHAN_F_PRODUCER_UP) == 0);
 	CHECK(enqueue(s, packet4(2, 1000)) == 0);
-	CHECK(info().served_instance != 0);
+	i = info();
+	CHECK(i.served_instance > first && i.sched_instances == 1);
+	CHECK(region_hdr()->producer_gen == gen0 + 2);
+	(void)aqm_state_pop_batch(&daemon, (struct aqm_state_rec[8]){ 0 }, 8);
+	CHECK(enqueue(s, packet4(2, 1000)) == 0);
+	daemon_verdicts(&daemon, AQM_ACT_MARK, &n);
+	CHECK(n == 1 && daemon_last_seq > seq + 2);
 	serve_all(s);
+	CHECK(counters(3).verdicts_applied == 1);	/* on the new core */
+	CHECK(ioctl_(AQMLLM_GETPARAMS, &pr) == 0 &&
+	    pr.params.target_ns == 15000000);	/* a new scheduler's */
+	CHECK(expire(s) == 1);
 
 	/*
 	 * One number, two schedulers (as in two VNETs; a mask gives one
-	 * scheduler several instances the same way): the oldest live
-	 * instance is served, then the next when it goes.
+	 * scheduler several instances the same way): the oldest state is
+	 * served, through expiry, and the next when its scheduler goes.
 	 */
 	va = sched(4, NULL);
 	vb = sched(4, NULL);
@@ -559,12 +596,16 @@ test_attachment_survives_instances(void)
 	CHECK(i.served_instance == first);	/* still the oldest */
 	CHECK(i.sched_instances == 2 && i.sched_configured == 2);
 	serve_all(va);
-	CHECK(expire(va) == 1);		/* the oldest goes: the next serves */
+	CHECK(expire(va) == 1);
+	i = info();
+	CHECK(i.served_instance == first && i.sched_instances == 1);
+	gen0 = region_hdr()->producer_gen;
+	sched_delete(va);			/* its kept state goes with it */
 	i = info();
 	CHECK(i.served_instance != 0 && i.served_instance != first &&
-	    i.sched_instances == 1);
+	    i.sched_configured == 1);
+	CHECK(region_hdr()->producer_gen == gen0 + 1);
 	serve_all(vb);
-	sched_delete(va);
 	sched_delete(vb);
 	CHECK(info().served_instance == 0 && info().attached_sched == 4);
 
@@ -810,7 +851,7 @@ test_limits_and_params(void)
 	v = 100;
 	CHECK(shim_sysctl("harm_budget_pct", NULL, &v) == 0);
 	CHECK(sysctl_get("harm_budget_pct") == 100);
-	aqm_params_default(&aqm_llm_defaults);
+	harness_defaults();
 	sched_delete(s);
 }
 
@@ -833,7 +874,7 @@ test_verdicts_through_the_region(void)
 
 	enqueue(s, packet4(2, 1000));		/* C, ECT(0) */
 	enqueue(s, packet4(0, 1000));		/* C, Not-ECT */
-	enqueue(s, packet6(2, 1000));		/* C, ECT(0) */
+	enqueue(s, packet6(0, 1000));		/* C, Not-ECT */
 	st = AQM_LLM_SI(inst(s))->st;
 	CHECK(aqm_state_pop_batch(&daemon, rec, 8) == 3);
 	CHECK(rec[0].queue == AQM_QUEUE_C && rec[0].ecn == 2);
@@ -936,7 +977,7 @@ test_out_of_memory(void)
 
 /* -- item 5: ioctls and sysctls from another thread, instances coming and going */
 
-static volatile int stress_stop;
+static volatile int stress_stop, stress_rounds;
 
 static void *
 stress_control(void *arg)
@@ -962,6 +1003,7 @@ stress_control(void *arg)
 		(void)shim_sysctl("served_instance", &v, NULL);
 		if ((n++ & 15) == 0)
 			(void)ioctl_(AQMLLM_DETACH, NULL);
+		__atomic_store_n(&stress_rounds, n, __ATOMIC_SEQ_CST);
 	}
 	return ((void *)(intptr_t)n);
 }
@@ -976,8 +1018,11 @@ test_control_races_instances(void)
 	int errors = shim_lock_errors, i, k;
 
 	stress_stop = 0;
+	stress_rounds = 0;
 	CHECK(pthread_create(&t, NULL, stress_control, NULL) == 0);
-	for (i = 0; i < 300; i++) {
+	/* At least 300 rounds here, and 100 there, interleaved. */
+	for (i = 0; i < 300 ||
+	    __atomic_load_n(&stress_rounds, __ATOMIC_SEQ_CST) < 100; i++) {
 		for (k = 0; k < 4; k++)
 			(void)enqueue(s, packet4((uint8_t)(k & 1 ? 1 : 2), 500));
 		st = AQM_LLM_SI(inst(s))->st;
@@ -993,7 +1038,7 @@ test_control_races_instances(void)
 	}
 	__atomic_store_n(&stress_stop, 1, __ATOMIC_SEQ_CST);
 	pthread_join(t, &rounds);
-	CHECK((intptr_t)rounds > 0);
+	CHECK((intptr_t)rounds >= 100);
 	CHECK(shim_lock_errors == errors);
 	serve_all(s);
 	(void)ioctl_(AQMLLM_DETACH, NULL);
@@ -1053,25 +1098,29 @@ mono_ns(void)
 }
 
 /*
- * Packets at about 4000/s through scheduler 1; every expire_ms the queue is
- * emptied and dummynet expires the instance, and the next packet makes a
- * new one.  One JSON line per instance: its id, packets and verdicts.
+ * Packets at about 2000/s through scheduler 1, in windows of window_ms.  At
+ * the end of each window the queue empties and dummynet expires the
+ * instance (the next packet makes a new one), or, every third window, the
+ * scheduler is reconfigured (a new state takes the region over).  One JSON
+ * line per window: the state served, its counters, the region's producer
+ * generation, and what ended the window.
  */
 static int
-serve_main(double seconds, int expire_ms)
+serve_main(double seconds, int window_ms)
 {
 	struct dn_schk *s;
 	struct aqm_llm_state *st;
 	struct aqm_counters c;
 	struct aqm_llm_info i;
-	uint64_t start, next_expire, next_tick;
-	int k = 0;
+	uint64_t start, next_window, next_tick;
+	int k = 0, w = 0;
 
 	shim_dn_boot();
+	harness_defaults();
 	s = sched(1, NULL);
 	CHECK(attach(1) == 0);
 	start = mono_ns();
-	next_expire = start + (uint64_t)expire_ms * 1000000ull;
+	next_window = start + (uint64_t)window_ms * 1000000ull;
 	next_tick = start;
 	while ((shim_now_ns = mono_ns()) < start + (uint64_t)(seconds * 1e9)) {
 		(void)enqueue(s, packet4((uint8_t)(k++ & 1 ? 1 : 2), 1000));
@@ -1081,29 +1130,31 @@ serve_main(double seconds, int expire_ms)
 			shim_now_ns = mono_ns();
 			serve_all(s);
 		}
-		if (shim_now_ns >= next_tick) {
-			st = AQM_LLM_SI(inst(s))->st;
-			if (st != NULL)
-				shim_callout_fire(&st->tick);
+		if (shim_now_ns >= next_tick && inst(s) != NULL &&
+		    (st = AQM_LLM_SI(inst(s))->st) != NULL) {
+			shim_callout_fire(&st->tick);
 			next_tick = shim_now_ns + 10000000ull;
 		}
-		if (shim_now_ns >= next_expire) {
-			serve_all(s);
-			st = AQM_LLM_SI(inst(s))->st;
-			c = counters(1);
-			i = info();
-			printf("{\"instance\": %ju, \"pkts\": %ju, "
-			    "\"verdicts_applied\": %ju, \"decisions_model\": %ju, "
-			    "\"producer_gen\": %u, \"attach_count\": %u}\n",
-			    (uintmax_t)i.served_instance,
-			    (uintmax_t)(c.pkts_in[0] + c.pkts_in[1]),
-			    (uintmax_t)c.verdicts_applied,
-			    (uintmax_t)c.decisions_model,
-			    region_hdr()->producer_gen, i.attach_count);
-			fflush(stdout);
+		if (shim_now_ns < next_window)
+			continue;
+		serve_all(s);
+		c = counters(1);
+		i = info();
+		printf("{\"window\": %d, \"served\": %ju, \"pkts\": %ju, "
+		    "\"verdicts_applied\": %ju, \"decisions_model\": %ju, "
+		    "\"producer_gen\": %u, \"attach_count\": %u, "
+		    "\"then\": \"%s\"}\n", w, (uintmax_t)i.served_instance,
+		    (uintmax_t)(c.pkts_in[0] + c.pkts_in[1]),
+		    (uintmax_t)c.verdicts_applied, (uintmax_t)c.decisions_model,
+		    region_hdr()->producer_gen, i.attach_count,
+		    w % 3 == 2 ? "reconfigure" : "expire");
+		fflush(stdout);
+		if (w % 3 == 2)
+			s = sched_reconfigure(s);
+		else
 			CHECK(expire(s) == 1);
-			next_expire = shim_now_ns + (uint64_t)expire_ms * 1000000ull;
-		}
+		w++;
+		next_window = shim_now_ns + (uint64_t)window_ms * 1000000ull;
 	}
 	serve_all(s);
 	sched_delete(s);
