@@ -103,7 +103,7 @@ static LIST_HEAD(, aqm_llm_schk) aqm_llm_scheds =
 static int aqm_llm_instances;
 static uint64_t aqm_llm_next_id;
 static int aqm_llm_attached_sched = -1;	/* the region's scheduler */
-static struct aqm_llm_state *aqm_llm_served;	/* its oldest instance */
+static struct aqm_llm_state *aqm_llm_served;	/* its oldest state */
 static uint64_t aqm_llm_attach_ns;
 static uint32_t aqm_llm_attach_count;
 static volatile u_int aqm_llm_mapped;
@@ -258,7 +258,7 @@ aqm_llm_drop_stats(struct aqm_llm_si *asi)
 
 /* -- the attachment ------------------------------------------------------------ */
 
-/* The oldest live instance of a scheduler number (module mutex held). */
+/* The oldest state of a scheduler number (module mutex held). */
 static struct aqm_llm_state *
 aqm_llm_find(int sched_nr)
 {
@@ -284,9 +284,9 @@ aqm_llm_configured(int sched_nr)
 }
 
 /*
- * Make the region serve the oldest live instance of the attached scheduler
- * (module mutex held): called whenever an instance or the attachment comes
- * or goes.  A core attaching to the region bumps its producer generation
+ * Make the region serve the oldest state of the attached scheduler
+ * (module mutex held): called whenever a state or the attachment comes or
+ * goes.  A core attaching to the region bumps its producer generation
  * and carries on the sequence numbers already published there.
  */
 static void
@@ -970,12 +970,12 @@ static const struct aqm_llm_oid aqm_llm_counter_oids[] = {
 
 #define	AQM_LLM_INFO(f, d)	{ #f, __offsetof(struct aqm_llm_info, f), d }
 static const struct aqm_llm_oid aqm_llm_info_oids[] = {
-	AQM_LLM_INFO(instances, "scheduler instances (all schedulers)"),
+	AQM_LLM_INFO(instances, "live scheduler instances (all schedulers)"),
 	AQM_LLM_INFO(attached_sched,
 	    "scheduler number the region belongs to (-1: none)"),
 	AQM_LLM_INFO(sched_instances, "live instances of attached_sched"),
 	AQM_LLM_INFO(served_instance,
-	    "id of the instance the region serves (0: none)"),
+	    "id of the state the region serves (0: none)"),
 	AQM_LLM_INFO(attach_ns, "uptime (ns) of the last core attach"),
 	AQM_LLM_INFO(attach_count, "core attaches to the region since load"),
 };

@@ -6,7 +6,7 @@
  * Schedulers are named by their dummynet number (`dnctl sched N config
  * ... type aqm_llm`); where several instances share a number (a mask, or
  * the same number in several VNETs), COUNTERS and GETPARAMS read the
- * oldest and SETPARAMS sets them all (and the scheduler's next instances).
+ * oldest and SETPARAMS sets them all (and the scheduler's next states).
  */
 
 #ifndef AQM_LLM_IOCTL_H
@@ -18,8 +18,8 @@
 
 /*
  * AQMLLM_INFO.  The region belongs to a scheduler number (AQMLLM_ATTACH) and
- * serves the oldest live instance of it; instances come and go (dummynet
- * expires idle ones), and each core that takes the region over bumps the
+ * serves the oldest state of it (an instance's, or the one its scheduler
+ * keeps while idle); each state that takes the region over bumps the
  * region header's producer_gen.
  */
 struct aqm_llm_info {
@@ -30,8 +30,8 @@ struct aqm_llm_info {
 	uint64_t region_size;
 	int32_t	 attached_sched;	/* the region's scheduler; -1: none */
 	uint32_t sched_instances;	/* live instances of it (masks, VNETs) */
-	uint64_t served_instance;	/* id of the one served; 0: none now */
-	uint64_t attach_ns;		/* uptime (ns) of the last core attach */
+	uint64_t served_instance;	/* id of the state served; 0: none */
+	uint64_t attach_ns;		/* uptime (ns) of the last take-over */
 	uint32_t attach_count;		/* core attaches since load */
 	uint32_t sched_configured;	/* aqm_llm schedulers of that number */
 	uint64_t reserved;
