@@ -12,18 +12,25 @@
  *		   and the ECN codepoint it arrived with (IP_RECVTOS /
  *		   IPV6_RECVTCLASS); at SIGTERM print the counts as JSON
  *	scalable   a window of datagrams in flight, sent with IP_TOS --tos
- *		   (1: ECT(1)); each echo of a CE packet takes half a packet
- *		   off the window, each other echo adds one packet per window
- *		   (one per echo below the slow-start threshold); a loss (a
- *		   datagram unanswered while three later ones were answered,
- *		   or a silence of --rto-ms) halves it once per round trip.
- *		   In steady state that is DCTCP's cut of half the marked
- *		   fraction per round trip.  Datagrams are paced at 1.25
+ *		   (1: ECT(1)), with DCTCP's congestion control (RFC 8257):
+ *		   alpha, the moving average (gain 1/16, starting at 1) of the
+ *		   fraction of echoes per window that carry CE; at most once
+ *		   per window a CE echo cuts the window by alpha/2 (so the
+ *		   first one, in slow start, halves it); each other echo adds
+ *		   one packet per window (one per echo below the slow-start
+ *		   threshold); a loss (a datagram unanswered while three later
+ *		   ones were answered, or a silence of --rto-ms) halves it
+ *		   once per round trip.  Datagrams are paced at 1.25
  *		   windows per smoothed round trip (none before the first
  *		   answer), as Prague paces, so that the window does not
  *		   leave in one burst that the step threshold marks.
  *	probe	   one datagram every --interval-ms, the RTT of each answer
  *		   (a ping through the bottleneck, in the queue --tos picks)
+ *
+ * Round trips are measured between kernel timestamps (SO_TIMESTAMPNS) less
+ * the time the echo held the datagram, so that neither process's wake-up
+ * delay counts: what is left is the network's, the queues' and the
+ * forwarder's.
  *
  * The senders print one JSON report at the end of --duration.
  */
@@ -56,7 +63,9 @@ struct hdr {
 	uint8_t	 ecn;			/* echo: codepoint it arrived with */
 	uint8_t	 pad[3];
 	uint64_t seq;
-	uint64_t ts_ns;
+	uint64_t ts_ns;			/* sender's monotonic clock */
+	uint64_t sent_rt_ns;		/* sender's CLOCK_REALTIME at send */
+	uint64_t dwell_ns;		/* echo: its kernel's arrival to reply */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -76,6 +85,32 @@ mono_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+}
+
+static uint64_t
+real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+}
+
+/* The kernel's arrival time (CLOCK_REALTIME) of a received message, or 0. */
+static uint64_t
+rx_stamp(struct msghdr *mh)
+{
+	struct cmsghdr *cm;
+	struct timespec ts;
+
+	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET &&
+		    cm->cmsg_type == SCM_TIMESTAMPNS) {
+			memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+			return ((uint64_t)ts.tv_sec * 1000000000ull +
+			    (uint64_t)ts.tv_nsec);
+		}
+	return (0);
 }
 
 static void
@@ -113,9 +148,11 @@ run_echo(int port)
 	struct iovec iov;
 	struct cmsghdr *cm;
 	union {
-		char buf[CMSG_SPACE(sizeof(int)) * 2];
+		char buf[CMSG_SPACE(sizeof(int)) * 2 +
+		    CMSG_SPACE(sizeof(struct timespec))];
 		struct cmsghdr align;
 	} ctl;
+	uint64_t rx;
 	char buf[2048];
 	uint64_t count[4] = { 0, 0, 0, 0 };
 	struct hdr *h = (struct hdr *)buf;
@@ -128,6 +165,7 @@ run_echo(int port)
 	(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
 	(void)setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &on, sizeof(on));
 	(void)setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof(on));
+	(void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
 	memset(&sa, 0, sizeof(sa));
 	sa.sin6_family = AF_INET6;
 	sa.sin6_port = htons((uint16_t)port);
@@ -166,6 +204,8 @@ run_echo(int port)
 		}
 		count[ecn]++;
 		h->ecn = (uint8_t)ecn;
+		rx = rx_stamp(&mh);
+		h->dwell_ns = rx != 0 && real_ns() > rx ? real_ns() - rx : 0;
 		(void)sendto(fd, buf, sizeof(*h), 0, (struct sockaddr *)&from,
 		    mh.msg_namelen);
 	}
@@ -189,6 +229,9 @@ struct sender {
 	uint64_t next_seq, lowest, inflight;
 	uint64_t sent, acked, ce, lost, bytes_acked;
 	uint64_t no_cut_until, last_ack_ns, srtt_ns, rto_ns, next_send_ns;
+	double	 alpha;			/* DCTCP's estimate of the marked share */
+	uint64_t win_end, win_acks, win_ce;	/* the window being measured */
+	uint64_t ce_cut_end;		/* no CE cut before this is answered */
 	struct out win[WIN_MAX];
 	uint32_t *rtt_us;
 	uint64_t nrtt;
@@ -228,7 +271,8 @@ snd_lose_below(struct sender *s, uint64_t seq, uint64_t now)
 }
 
 static void
-snd_on_echo(struct sender *s, const struct hdr *h, uint64_t now)
+snd_on_echo(struct sender *s, const struct hdr *h, uint64_t now,
+    uint64_t rx_rt)
 {
 	struct out *o;
 	uint64_t rtt;
@@ -243,18 +287,34 @@ snd_on_echo(struct sender *s, const struct hdr *h, uint64_t now)
 	s->acked++;
 	s->bytes_acked += PAYLOAD;
 	s->last_ack_ns = now;
-	rtt = now - h->ts_ns;
+	/* Kernel arrival less send time less the echo's hold; else by hand. */
+	if (rx_rt > h->sent_rt_ns + h->dwell_ns)
+		rtt = rx_rt - h->sent_rt_ns - h->dwell_ns;
+	else
+		rtt = now - h->ts_ns;
 	if (s->nrtt < RTT_CAP)
 		s->rtt_us[s->nrtt] = (uint32_t)(rtt / 1000);
 	s->nrtt++;
 	s->srtt_ns = s->srtt_ns ? (7 * s->srtt_ns + rtt) / 8 : rtt;
 	if (!s->scalable)
 		return;
+	s->win_acks++;
+	s->win_ce += h->ecn == 3;
+	if (h->seq >= s->win_end) {
+		/* A window answered: fold its marked share into alpha. */
+		s->alpha += ((double)s->win_ce / (double)s->win_acks -
+		    s->alpha) / 16;
+		s->win_acks = s->win_ce = 0;
+		s->win_end = s->next_seq;
+	}
 	if (h->ecn == 3) {
 		if (s->ce++ == 0)
 			s->cwnd_first_ce = s->cwnd;
-		s->cwnd = fmax(2.0, s->cwnd - 0.5);
-		s->ssthresh = s->cwnd;
+		if (h->seq >= s->ce_cut_end) {
+			s->cwnd = fmax(2.0, s->cwnd * (1 - s->alpha / 2));
+			s->ssthresh = s->cwnd;
+			s->ce_cut_end = s->next_seq;
+		}
 	} else
 		s->cwnd += s->cwnd < s->ssthresh ? 1.0 : 1.0 / s->cwnd;
 	if (s->cwnd > WIN_MAX - 1)
@@ -276,6 +336,7 @@ snd_send(struct sender *s, uint64_t now)
 	h->magic = MAGIC;
 	h->seq = s->next_seq;
 	h->ts_ns = now;
+	h->sent_rt_ns = real_ns();
 	if (send(s->fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
 		return;			/* the stack's queue is full: later */
 	s->win[s->next_seq % WIN_MAX].ts_ns = now;
@@ -293,6 +354,12 @@ run_sender(const char *dst, int port, double duration, int tos,
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
 	struct pollfd pfd;
 	struct timespec ts;
+	struct msghdr mh;
+	struct iovec iov;
+	union {
+		char buf[CMSG_SPACE(sizeof(struct timespec))];
+		struct cmsghdr align;
+	} ctl;
 	struct hdr h;
 	struct sender *s;
 	uint64_t start, end, now, next_probe, next_log, wake;
@@ -329,9 +396,12 @@ run_sender(const char *dst, int port, double duration, int tos,
 		die("IP_TOS");
 	if (connect(s->fd, (struct sockaddr *)&sa, salen) != 0)
 		die("connect");
+	(void)setsockopt(s->fd, SOL_SOCKET, SO_TIMESTAMPNS, &(int){ 1 },
+	    sizeof(int));
 	s->scalable = scalable;
 	s->cwnd = 10;
 	s->ssthresh = 1e9;
+	s->alpha = 1;
 	s->rto_ns = (uint64_t)(rto_ms * 1e6);
 	pfd.fd = s->fd;
 	pfd.events = POLLIN;
@@ -382,10 +452,20 @@ run_sender(const char *dst, int port, double duration, int tos,
 		    1000000000ull);
 		if (ppoll(&pfd, 1, &ts, NULL) <= 0)
 			continue;
-		while ((n = recv(s->fd, &h, sizeof(h), MSG_DONTWAIT)) ==
-		    (ssize_t)sizeof(h))
+		for (;;) {
+			memset(&mh, 0, sizeof(mh));
+			iov.iov_base = &h;
+			iov.iov_len = sizeof(h);
+			mh.msg_iov = &iov;
+			mh.msg_iovlen = 1;
+			mh.msg_control = ctl.buf;
+			mh.msg_controllen = sizeof(ctl.buf);
+			n = recvmsg(s->fd, &mh, MSG_DONTWAIT);
+			if (n != (ssize_t)sizeof(h))
+				break;
 			if (h.magic == MAGIC)
-				snd_on_echo(s, &h, mono_ns());
+				snd_on_echo(s, &h, mono_ns(), rx_stamp(&mh));
+		}
 	}
 	wall = (mono_ns() - start) / 1e9;
 	qsort(s->rtt_us, s->nrtt < RTT_CAP ? s->nrtt : RTT_CAP,
@@ -405,7 +485,8 @@ run_sender(const char *dst, int port, double duration, int tos,
 		uint32_t i;
 
 		printf(", \"cwnd_max\": %.2f, \"cwnd_at_first_ce\": %.2f, "
-		    "\"cwnd\": [", s->cwnd_max, s->cwnd_first_ce);
+		    "\"alpha\": %.4f, \"cwnd\": [", s->cwnd_max,
+		    s->cwnd_first_ce, s->alpha);
 		for (i = 0; i < s->ncwnd; i++)
 			printf("%s%.2f", i ? ", " : "", s->cwnd_log[i]);
 		printf("]");
