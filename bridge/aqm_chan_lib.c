@@ -129,18 +129,19 @@ aqm_chan_read_ctrl(void *handle, void *counters, void *current,
 	return (-1);
 }
 
-/* Post a parameter request; returns its number for aqm_chan_poll_params. */
+/*
+ * Post a parameter request; returns its number for aqm_chan_poll_params.
+ * The number is taken with one atomic increment (release: the parameters
+ * are visible before it), so two requesters never get the same one.
+ */
 uint32_t
 aqm_chan_request_params(void *handle, const void *params)
 {
 	struct aqm_chan *ch = handle;
 	struct aqm_chan_ctrl *ctrl = ch->ctrl;
-	uint32_t req;
 
 	ctrl->params = *(const struct aqm_params *)params;
-	req = __atomic_load_n(&ctrl->param_req, __ATOMIC_RELAXED) + 1;
-	aqm_store_release(&ctrl->param_req, req);
-	return (req);
+	return (__atomic_add_fetch(&ctrl->param_req, 1, __ATOMIC_RELEASE));
 }
 
 /* 1 and *result when the data path answered request req, else 0. */
