@@ -52,9 +52,10 @@ def _trips(status: dict[str, Any] | None) -> dict[str, Any]:
             "served_at_end": status["model"]["version"], "paused_at_end": status["paused"]}
 
 
-def main_job(models: dict[str, str], duration: float, tmp: Path) -> list[dict[str, Any]]:
+def main_job(models: dict[str, str], duration: float, tmp: Path,
+             run: int = 0) -> list[dict[str, Any]]:
     args = main_job_args(duration)
-    rows = [{"load": "main job", "model": "DualPI2 alone", "watchdog": "-",
+    rows = [{"load": "main job", "model": "DualPI2 alone", "watchdog": "-", "run": run,
              "delivered_mbps": run_host(args, False)["delivered_mbps"]}]
     off = tmp / "watchdog-off.toml"
     off.write_text("[watchdog]\nenabled = false\n")
@@ -65,12 +66,34 @@ def main_job(models: dict[str, str], duration: float, tmp: Path) -> list[dict[st
             report, status = run_with_daemon(
                 args, model=path, daemon_args=[] if watchdog else ["-c", str(off)],
                 log=tmp / f"{name}-{watchdog}.log")
-            rows.append({"load": "main job", "model": name,
+            rows.append({"load": "main job", "model": name, "run": run,
                          "watchdog": "on" if watchdog else "off",
                          "delivered_mbps": report["delivered_mbps"],
                          "model_share": report["model_share"],
                          "verdicts_capped": sum(report.get("verdicts_capped", [0, 0])),
                          **_trips(status)})
+    return rows
+
+
+def real_tcp(models: dict[str, str], duration: float) -> list[dict[str, Any]]:
+    """The main job on real packets (aqmllmd.demo_tcp: kernel TCP and the scalable UDP
+    sender through build/aqm-fwd, 100 Mbit/s, 20 ms), as root."""
+    from aqmllmd import demo_tcp
+
+    senders = demo_tcp.mix(20.0)
+    load = "real TCP (aqm-fwd)"
+    alone = demo_tcp.run_once(senders, rate_mbps=100, duration_s=duration, with_daemon=False,
+                              probes=False)
+    rows = [{"load": load, "model": "DualPI2 alone", "watchdog": "-",
+             "delivered_mbps": alone["forwarder"]["delivered_mbps"]}]
+    for name, path in models.items():
+        r = demo_tcp.run_once(senders, rate_mbps=100, duration_s=duration, with_daemon=True,
+                              model=path, probes=False)
+        f = r["forwarder"]
+        rows.append({"load": load, "model": name, "watchdog": "on",
+                     "delivered_mbps": f["delivered_mbps"], "model_share": f["model_share"],
+                     "verdicts_capped": sum(f.get("verdicts_capped", [0, 0])),
+                     **_trips(r.get("daemon_status"))})
     return rows
 
 
@@ -103,9 +126,23 @@ def ns3(models: dict[str, str], duration: float, tmp: Path) -> list[dict[str, An
               help="ns-3: simulated seconds per run (0: skip ns-3)")
 @click.option("--only", multiple=True, type=click.Choice(("default", *HOSTILE)),
               help="only these models")
+@click.option("--realtime/--no-realtime", default=True, show_default=True,
+              help="main job: build/aqm-host under SCHED_FIFO 1 (chrt), as aqm-fwd runs, so "
+                   "that other work on the machine does not slow the emulated link")
+@click.option("--runs", default=1, show_default=True,
+              help="main job: repeat DualPI2 alone and every model this many times")
+@click.option("--tcp/--no-tcp", default=False, show_default=True,
+              help="also the real-TCP main job through aqm-fwd (root, namespaces)")
 @click.option("--json", "as_json", is_flag=True)
-def main(duration: float, sim_duration: float, only: tuple[str, ...], as_json: bool) -> None:
+def main(duration: float, sim_duration: float, only: tuple[str, ...], realtime: bool,
+         runs: int, tcp: bool, as_json: bool) -> None:
     """Delivered rate with wrong models in the loop, against DualPI2 alone."""
+    from aqmllmd import demo
+
+    if realtime:
+        if subprocess.run(["chrt", "-f", "1", "true"], capture_output=True).returncode:
+            raise click.ClickException("chrt -f 1 not allowed here: --no-realtime")
+        demo.HOST_PREFIX[:] = ["chrt", "-f", "1"]
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         os.chmod(tmp, 0o755)
@@ -113,7 +150,9 @@ def main(duration: float, sim_duration: float, only: tuple[str, ...], as_json: b
         models.update({k: str(hostile.write(k, tmp / f"{k}.onnx")) for k in HOSTILE})
         if only:
             models = {k: v for k, v in models.items() if k in only}
-        rows = main_job(models, duration, tmp)
+        rows = [r for i in range(runs) for r in main_job(models, duration, tmp, i)]
+        if tcp:
+            rows += real_tcp(models, duration)
         if sim_duration > 0:
             rows += ns3(models, sim_duration, tmp)
     if as_json:
@@ -121,7 +160,7 @@ def main(duration: float, sim_duration: float, only: tuple[str, ...], as_json: b
         return
     base: dict[str, float] = {}
     for r in rows:
-        if r["model"] == "DualPI2 alone":
+        if r["model"] == "DualPI2 alone":  # each run against the DualPI2 run before it
             base[r["load"]] = r["delivered_mbps"]
         share = 100 * r["delivered_mbps"] / base[r["load"]]
         extra = ""

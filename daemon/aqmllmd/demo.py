@@ -29,11 +29,17 @@ import click
 from aqm_bridge.demo import HOST, compare, demo_options
 
 
+#: Prepended to build/aqm-host's command line (benchmarks: ["chrt", "-f", "1"] keeps the
+#: emulated link on time on a machine busy with other work).
+HOST_PREFIX: list[str] = []
+
+
 def run_host(args: list[str], with_daemon: bool) -> dict[str, Any]:
     if not with_daemon:
         if not HOST.is_file():
             raise click.ClickException(f"{HOST} missing: run `make` first")
-        out = subprocess.run([str(HOST), *args, "--no-channel", "--json"], check=True,
+        out = subprocess.run([*HOST_PREFIX, str(HOST), *args, "--no-channel", "--json"],
+                             check=True,
                              capture_output=True, text=True).stdout
         return json.loads(out)
     return run_with_daemon(args)[0]
@@ -48,7 +54,8 @@ def run_with_daemon(args: list[str], model: str | None = None,
         raise click.ClickException(f"{HOST} missing: run `make` first")
     name = f"aqm-demo-{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmp:
-        host = subprocess.Popen([str(HOST), *args, "--shm", name, "--wait-consumer", "10",
+        host = subprocess.Popen([*HOST_PREFIX, str(HOST), *args, "--shm", name,
+                                 "--wait-consumer", "10",
                                  "--json"], stdout=subprocess.PIPE, text=True)
         while not Path("/dev/shm", name).exists() and host.poll() is None:
             time.sleep(0.01)
