@@ -37,6 +37,7 @@ from aqm_bridge.netns import (
     Testbed,
     iperf3_summary,
     read_json,
+    sigterm_as_interrupt,
     unavailable,
 )
 
@@ -174,9 +175,11 @@ def main_real(duration: float, rate_mbps: float, rtt_ms: float, as_json: bool,
         click.echo(f"Linux data path on real packets (build/aqm-fwd between network "
                    f"namespaces): {rate_mbps:g} Mbit/s bottleneck, {rtt_ms:g} ms base RTT, "
                    f"{', '.join(s.label for s in senders)}, {duration:g} s per run")
-    alone = run_once(senders, rate_mbps=rate_mbps, duration_s=duration, with_daemon=False)
-    looped = run_once(senders, rate_mbps=rate_mbps, duration_s=duration, with_daemon=True,
-                      model=model)
+    with sigterm_as_interrupt():     # a killed job still removes its namespaces
+        alone = run_once(senders, rate_mbps=rate_mbps, duration_s=duration,
+                         with_daemon=False)
+        looped = run_once(senders, rate_mbps=rate_mbps, duration_s=duration,
+                          with_daemon=True, model=model)
     if as_json:
         click.echo(json.dumps({"dualpi2": alone, "aqmllmd": looped}, indent=2))
         return
