@@ -63,7 +63,7 @@ def test_real_tcp_through_the_core_with_aqmllmd() -> None:
 
     senders = [Sender("cubic", 20, ecn=True), Sender("reno", 40), Sender("ect1", 10, v6=True)]
     before = _children()
-    r = run_once(senders, rate_mbps=20, duration_s=4, with_daemon=True)
+    r = run_once(senders, rate_mbps=20, duration_s=4, with_daemon=True, ss_period_s=0.25)
     fwd = r["forwarder"]
     cubic, reno, ect1 = (f["report"] for f in r["flows"])
 
@@ -89,6 +89,15 @@ def test_real_tcp_through_the_core_with_aqmllmd() -> None:
     assert r["sender_tcp"][0]["TCPDeliveredCE"] > 0
     cw = cubic["cwnd_bytes"]
     assert any(b < a for a, b in zip(cw, cw[1:], strict=False)), cw
+    # ss -tin agrees: cubic's connection had packets delivered with ECE echoes, reno's
+    # none, and cubic's window fell between two looks.
+    ss_cubic = [c for _, conns in r["flows"][0]["ss"] for c in conns if c.get("cc") == "cubic"]
+    ss_reno = [c for _, conns in r["flows"][1]["ss"] for c in conns if c.get("cc") == "reno"]
+    assert ss_cubic and ss_reno
+    assert max(c.get("delivered_ce", 0) for c in ss_cubic) > 0
+    assert max(c.get("delivered_ce", 0) for c in ss_reno) == 0
+    sw = [c["cwnd"] for c in ss_cubic if "cwnd" in c]
+    assert any(b < a for a, b in zip(sw, sw[1:], strict=False)), sw
     assert ect1["ce_echoed"] > 0 and min(ect1["cwnd"][1:]) < ect1["cwnd_at_first_ce"]
     # The Not-ECT flow loses packets to DualPI2's drops and retransmits them.
     assert fwd["drops_fallback"][0] > 0

@@ -383,7 +383,10 @@ class Testbed:
 
 
 def ss_sample(ns: str, dst: str = RECEIVER_V4) -> list[dict[str, Any]]:
-    """One `ss -tin` look at the TCP connections to dst from namespace ns."""
+    """One `ss -tin` look at the TCP connections to dst from namespace ns: cwnd,
+    ssthresh, retrans, delivered, delivered_ce (packets delivered with an ECE echo),
+    lost, rtt_ms, cc, and the ecn/ecnseen flags where this ss prints them (Debian 12's
+    does not on kernel 6.18: delivered_ce is the evidence there)."""
     r = subprocess.run(["ip", "netns", "exec", ns, "ss", "-tinH", "dst", dst],
                        capture_output=True, text=True)
     conns = []
@@ -391,7 +394,7 @@ def ss_sample(ns: str, dst: str = RECEIVER_V4) -> list[dict[str, Any]]:
         if not info:
             continue
         c: dict[str, Any] = {"ecn": " ecn " in f" {info} ", "ecnseen": "ecnseen" in info}
-        for key in ("cwnd", "retrans", "ssthresh", "delivered", "lost"):
+        for key in ("cwnd", "retrans", "ssthresh", "delivered", "delivered_ce", "lost"):
             m = re.search(rf"\b{key}:(\d+)(?:/(\d+))?", info)
             if m:
                 c[key] = int(m.group(2) or m.group(1)) if key == "retrans" else int(m.group(1))

@@ -34,6 +34,7 @@ import click
 from aqm_bridge.demo import summarise
 from aqm_bridge.netns import (
     Sender,
+    SsSampler,
     Testbed,
     iperf3_summary,
     read_json,
@@ -65,9 +66,11 @@ def _daemon_status(control: str) -> dict[str, Any] | None:
 
 def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
              with_daemon: bool, model: str | None = None,
-             trace: Path | None = None, probes: bool = True) -> dict[str, Any]:
-    """One run: the forwarder's report, each flow's view, the probes, the receiver's ECN
-    counts and (with the daemon) its status."""
+             trace: Path | None = None, probes: bool = True,
+             ss_period_s: float = 0.5) -> dict[str, Any]:
+    """One run: the forwarder's report, each flow's view (its tool's report and, for
+    TCP, `ss -tin` every ss_period_s), the probes, the receiver's ECN counts and (with
+    the daemon) its status."""
     result: dict[str, Any] = {}
     with Testbed(senders) as tb, tempfile.TemporaryDirectory() as tmp:
         control = f"ipc://{tmp}/ctl.sock"
@@ -100,13 +103,16 @@ def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
         probe = {q: tb.udpflow_send(0, ECHO_PORT, duration_s, mode="probe", tos=tos)
                  for q, tos in (("C", 0), ("L", 1))} if probes else {}
         flows = []
-        for i, p in clients:
-            rep = read_json(p.stdout)
-            p.wait(timeout=60)
-            snd = senders[i]
-            flows.append({"label": snd.label, "cc": snd.cc, "ecn": snd.ecn,
-                          "rtt_ms": snd.rtt_ms,
-                          "report": rep if snd.cc == "ect1" else iperf3_summary(rep)})
+        tcp_ns = [tb.sender_ns[i] for i, snd in enumerate(senders) if snd.cc != "ect1"]
+        with SsSampler(tcp_ns, period_s=ss_period_s) as ss:
+            for i, p in clients:
+                rep = read_json(p.stdout)
+                p.wait(timeout=60)
+                snd = senders[i]
+                flows.append({"label": snd.label, "cc": snd.cc, "ecn": snd.ecn,
+                              "rtt_ms": snd.rtt_ms,
+                              "report": rep if snd.cc == "ect1" else iperf3_summary(rep),
+                              "ss": ss.samples.get(tb.sender_ns[i], [])})
         result["probes"] = {q: read_json(p.stdout) for q, p in probe.items()}
         if with_daemon:
             result["daemon_status"] = _daemon_status(control)
