@@ -19,8 +19,8 @@
  * does).  A path is a sender-side address (--path ADDR=RTT_MS; the source
  * of forward packets, the destination of reverse ones) with its base round
  * trip, half of it each way; other packets get --rtt-ms.  The channel
- * region is a POSIX shared-memory object (mode 0600), as aqm-host's, so
- * aqmllmd serves it unchanged.  Nothing here waits for the daemon: a
+ * region is a POSIX shared-memory object (O_EXCL, mode 0600), which
+ * aqmllmd opens as /dev/shm/NAME unchanged.  Nothing here waits for the daemon: a
  * verdict that is not there when its packet leaves is DualPI2's to give.
  *
  * The first line on stdout is "ready" once both devices are attached (and
@@ -632,7 +632,7 @@ tun_attach(const char *name)
 	return (fd);
 }
 
-/* The channel region: a POSIX shm object of mode 0600, as aqm-host's. */
+/* The channel region: a POSIX shm object of mode 0600, made O_EXCL. */
 static int
 open_region(struct fwd *f, const char *name, uint32_t se, uint32_t ve)
 {
