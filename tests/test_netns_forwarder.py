@@ -130,15 +130,19 @@ def test_everything_is_removed_when_the_run_fails(exc: type[BaseException]) -> N
 
 @needs_netns
 def test_a_stale_testbed_is_removed_by_the_next() -> None:
-    # A namespace named as a testbed of a process that is gone (pid 2**22+1 is above
-    # any pid_max default, so it never ran).
+    # A namespace and a region named as a testbed's of a process that is gone (pid
+    # 2**22+1 is above any pid_max, so it never ran).
     stale = f"{PREFIX}{2**22 + 1}r"
+    region = Path("/dev/shm", f"aqm-tcp-{2**22 + 1}")
     subprocess.run(["ip", "netns", "add", stale], check=True)
+    region.write_bytes(b"")
     try:
         with Testbed([Sender("reno", 10)], tag=f"{os.getpid()}y"):
             assert stale not in _namespaces(str(2**22 + 1))
+            assert not region.exists()
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+        region.unlink(missing_ok=True)
 
 
 def _trace_capacity_bytes(trace: Path, seconds: float) -> int:

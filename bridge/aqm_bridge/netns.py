@@ -115,10 +115,21 @@ def _can_realtime() -> bool:
     return subprocess.run(["chrt", "-f", "1", "true"], capture_output=True).returncode == 0
 
 
+#: Channel regions the real-traffic runs name after their pid: /dev/shm/aqm-<kind>-<pid>.
+REGION_KINDS = ("tcp", "fail", "bench")
+
+
 def remove_stale() -> list[str]:
-    """Delete namespaces of testbeds whose process is gone; returns their names."""
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    """Delete namespaces of testbeds, and channel regions of real-traffic runs, whose
+    process is gone (killed before it could clean up); returns their names."""
     gone = []
+    for path in Path("/dev/shm").glob("aqm-*-*"):
+        m = re.fullmatch(rf"aqm-(?:{'|'.join(REGION_KINDS)})-(\d+)", path.name)
+        if m and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                gone.append(str(path))
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         m = re.fullmatch(rf"{PREFIX}(\d+)[a-z]\d*", name)
