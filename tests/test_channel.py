@@ -165,8 +165,9 @@ class TestHostileRegions:
         Core(seed=4).attach(region)  # the whole mapping is fine
 
     def test_an_empty_file_is_refused(self, tmp_path: Path) -> None:
-        empty = tmp_path / "empty"
-        empty.touch()
+        empty = tmp_path / "zero"
+        empty.touch(mode=0o600)
+        empty.chmod(0o600)
         with pytest.raises(ChannelError, match="empty"):
             Region.open(empty)
 

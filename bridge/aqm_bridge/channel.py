@@ -1,7 +1,9 @@
 """`Region`: a mapped channel region, from the daemon's side (and the hosts' for tests).
 
-On Linux the region is a POSIX shared-memory object (`/dev/shm/<name>`, mode 0600); on
-FreeBSD it is `/dev/aqm_llm` mapped. Whole batches cross into C in one call each: no
+On Linux the region is published as `/dev/shm/<name>`: aqm-host's is a sealed memfd (it
+cannot be truncated or grown) that `/dev/shm/<name>` links to as `/proc/<pid>/fd/<n>`;
+`Region.create` (tests, tools) makes a plain POSIX shared-memory object, mode 0600. On
+FreeBSD it is `/dev/aqm_llm`, mapped. Whole batches cross into C in one call each: no
 per-record Python loop, and the same acquire/release ordering as the C side.
 
     with Region.open("/dev/shm/aqm_llm") as r:
@@ -11,9 +13,11 @@ per-record Python loop, and the same acquire/release ordering as the C side.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
+import re
 import stat
 import struct
 import time
@@ -34,10 +38,29 @@ IDX_OFF = 64  # AQM_CHAN_IDX_OFF: four indices, one cache line (16 words) each
 AQMLLM_ATTACH = 0x80045102
 # Largest region we agree to map: the biggest rings the ABI allows.
 MAX_REGION_BYTES = int(lib.aqm_chan_region_bytes(1 << 22, 1 << 22))
+#: aqm_chan_hdr.consumer_gen (ABI v2): bumped by each consumer that claims the region.
+CONSUMER_GEN_OFF = 60
+IDX_STATE_PROD, IDX_STATE_CONS, IDX_VERDICT_PROD, IDX_VERDICT_CONS = range(4)
+#: What a sealing data path (aqm-host) publishes under /dev/shm/<name>.
+_PROC_FD = re.compile(r"/proc/[0-9]+/fd/[0-9]+")
+_SEALED = getattr(fcntl, "F_SEAL_SHRINK", 2) | getattr(fcntl, "F_SEAL_GROW", 4)
+#: struct flock (Linux, 64-bit): l_type, l_whence, l_start, l_len, l_pid.
+_FLOCK = "hhxxxxqqixxxx"
 
 
 class ChannelError(Exception):
     """The region cannot be used: says what is wrong with it."""
+
+
+class ConsumerBusy(ChannelError):
+    """Another consumer (another aqmllmd) holds the region: exactly one may."""
+
+
+def _producer_lock(fd: int, cmd: int) -> int:
+    """The producer's OFD write lock on byte 0 (aqm-host holds it for its life):
+    take it (F_OFD_SETLK) or look at it (F_OFD_GETLK: returns the lock type seen)."""
+    raw = fcntl.fcntl(fd, cmd, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+    return int(struct.unpack(_FLOCK, raw)[0])
 
 
 def _check(code: int, what: str) -> int:
@@ -55,7 +78,8 @@ def shm_path(name: str) -> Path:
 class Region:
     """One mapping of a channel region and this side's private ring state."""
 
-    def __init__(self, path: Path, fd: int, mm: mmap.mmap, owner: bool) -> None:
+    def __init__(self, path: Path, fd: int, mm: mmap.mmap, owner: bool,
+                 link: str | None = None, sealed: bool = False) -> None:
         self.path = path
         self._fd = fd
         self._mm = mm
@@ -63,6 +87,13 @@ class Region:
         self._buf = ffi.from_buffer(mm)
         self._handle = ffi.new("char[]", lib.aqm_chan_handle_size())
         self._closed = False
+        #: /proc/<pid>/fd/<n> when path links to a sealing data path's memfd.
+        self.link = link
+        #: The mapping cannot shrink or grow (F_SEAL_SHRINK | F_SEAL_GROW).
+        self.sealed = sealed
+        st = os.fstat(fd)
+        self._ident = (st.st_dev, st.st_ino)
+        self.consumer = False
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -71,10 +102,11 @@ class Region:
         """A new POSIX shared-memory region, mode 0600, laid out and empty."""
         path = shm_path(name)
         size = int(lib.aqm_chan_region_bytes(state_entries, verdict_entries))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.fchmod(fd, 0o600)
             os.ftruncate(fd, size)
+            _producer_lock(fd, fcntl.F_OFD_SETLK)  # a data path holds it, as aqm-host
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
@@ -92,14 +124,27 @@ class Region:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Region:
-        """Map an existing region and validate it against what was really mapped."""
+        """Map an existing region and validate it against what was really mapped.
+
+        A region must be this user's and private: a plain file (no link followed) or a
+        sealing data path's memfd that `path` links to as /proc/<pid>/fd/<n>, a link
+        made by this user; either owned by this user, mode 0600 (no group or other
+        access). A linked memfd must be sealed against shrinking and growing. Anything
+        else is refused with the reason.
+        """
         path = Path(path)
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except OSError as e:
-            raise ChannelError(f"cannot open channel {path}: {e.strerror}") from e
+        fd, link = _open_private(path)
+        sealed = False
         try:
             st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                _check_private(path, st)
+                sealed = _seals(fd) & _SEALED == _SEALED
+                if link is not None and not sealed:
+                    raise ChannelError(f"{path} links to a region that is not sealed "
+                                       "against truncation: refused (aqm-host seals its)")
+            elif not stat.S_ISCHR(st.st_mode):
+                raise ChannelError(f"{path} is not a region (not a file or device)")
             size = st.st_size if stat.S_ISREG(st.st_mode) else _device_region_size(fd)
             if size <= 0:
                 raise ChannelError(f"{path} is empty: no data path has laid out a region")
@@ -109,7 +154,7 @@ class Region:
         except BaseException:
             os.close(fd)
             raise
-        region = cls(path, fd, mm, owner=False)
+        region = cls(path, fd, mm, owner=False, link=link, sealed=sealed)
         try:
             _check(lib.aqm_chan_attach_view(region._handle, region._buf, size),
                    f"refusing channel {path}")
@@ -117,6 +162,62 @@ class Region:
             region.close()
             raise
         return region
+
+    # -- the one consumer ----------------------------------------------------------------
+    def claim_consumer(self) -> int:
+        """Become the region's one consumer (what aqmllmd does at each attach).
+
+        Takes an exclusive lock on the region (flock, released when this process dies
+        or the region is closed); another consumer holding it raises ConsumerBusy. Then
+        repairs the indices a consumer owns if a crash or a scribbler left them
+        impossible, bumps consumer_gen (a data path that detached after a channel error
+        takes the channel back when it changes) and sets the consumer flag. Returns the
+        new consumer_gen.
+        """
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise ConsumerBusy(
+                    f"{self.path} already has a consumer (another aqmllmd?): exactly one "
+                    "may read a region; stop the other one first") from None
+            raise ChannelError(f"{self.path}: cannot lock the region: {e.strerror}") from e
+        sp, sc, vp, vc = self.indices()
+        st_entries, v_entries = (int(x) for x in
+                                 np.frombuffer(self._mm, dtype="<u4", count=2, offset=20))
+        if (sp - sc) % (1 << 32) > st_entries:
+            self.set_index(IDX_STATE_CONS, sp)
+        if (vp - vc) % (1 << 32) > v_entries:
+            self.set_index(IDX_VERDICT_PROD, vc)
+        # Our private indices from the repaired shared ones (the geometry is unchanged).
+        _check(lib.aqm_chan_attach_view(self._handle, self._buf, self.size),
+               f"refusing channel {self.path}")
+        gen = np.frombuffer(self._mm, dtype="<u4", count=1, offset=CONSUMER_GEN_OFF)
+        gen[0] = (int(gen[0]) + 1) % (1 << 32)  # one aligned store; only we write it
+        self.consumer = True
+        self.consumer_up = True
+        return int(gen[0])
+
+    def still_current(self) -> bool:
+        """Whether the path still names the object mapped here (a data path restarted
+        under the same name publishes another one; one that stopped removes it)."""
+        try:
+            if self.link is not None and os.readlink(self.path) != self.link:
+                return False
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._ident
+
+    def producer_gone(self) -> bool:
+        """A sealing data path (aqm-host) holds a lock on its region while it runs:
+        True when that lock is free. Plain shm objects say nothing (False)."""
+        if self.link is None:
+            return False
+        try:
+            return _producer_lock(self._fd, fcntl.F_OFD_GETLK) == fcntl.F_UNLCK
+        except OSError:
+            return False
 
     # -- identity ------------------------------------------------------------------------
     @property
@@ -264,6 +365,50 @@ class Region:
 
     def __exit__(self, *exc: object) -> None:
         self.close(unlink=self._owner)
+
+
+def _open_private(path: Path) -> tuple[int, str | None]:
+    """Open path read-write without following a link anywhere but in the one form a
+    sealing data path publishes: a link of ours to /proc/<pid>/fd/<n>."""
+    link = None
+    try:
+        lst = os.lstat(path)
+        if stat.S_ISLNK(lst.st_mode):
+            link = os.readlink(path)
+            if lst.st_uid != os.geteuid():
+                raise ChannelError(f"{path} is a link owned by uid {lst.st_uid}, not by "
+                                   f"uid {os.geteuid()}: refused (remove it)")
+            if not _PROC_FD.fullmatch(link):
+                raise ChannelError(f"{path} links to {link}, not to a data path's region: "
+                                   "refused")
+            fd = os.open(link, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_NOCTTY)
+    except FileNotFoundError as e:
+        what = f"its data path is gone ({link} is closed)" if link else e.strerror
+        raise ChannelError(f"cannot open channel {path}: {what}") from e
+    except OSError as e:
+        raise ChannelError(f"cannot open channel {path}: {e.strerror}") from e
+    return fd, link
+
+
+def _check_private(path: Path, st: os.stat_result) -> None:
+    """A region file must be ours and mode 0600: another user's (who may have made it
+    first, to feed us states or read ours) is refused."""
+    if st.st_uid != os.geteuid():
+        raise ChannelError(f"{path} belongs to uid {st.st_uid}, not to uid {os.geteuid()}: "
+                           "a foreign region, refused (remove it and restart the data path)")
+    if st.st_mode & 0o077:
+        raise ChannelError(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}, not 0600: "
+                           "others could read or write it; refused")
+
+
+def _seals(fd: int) -> int:
+    try:
+        return int(fcntl.fcntl(fd, fcntl.F_GET_SEALS))
+    except (OSError, AttributeError):
+        return 0  # not a memfd (a plain shm object, FreeBSD): no seals
 
 
 def _device_region_size(fd: int) -> int:

@@ -39,7 +39,13 @@
 #define MAX_FLOWS	64
 #define ACKQ_SIZE	16384		/* per flow, > any window we allow */
 #define MAX_CWND	8000.0
-#define SOJOURN_CAP	(1u << 20)	/* samples kept per queue */
+/*
+ * Sojourn histogram: exact below 2^HIST_SUB_BITS ns, then 2^HIST_SUB_BITS
+ * buckets per power of two (at most 1/128 relative width) up to 2^64 ns.
+ */
+#define HIST_SUB_BITS	7
+#define HIST_SUB	(1u << HIST_SUB_BITS)
+#define HIST_BUCKETS	((64 - HIST_SUB_BITS + 1) * HIST_SUB)
 #define TICK_NS		1000000ull
 #define SPIN_NS		20000ull
 
@@ -83,7 +89,7 @@ struct fifo {
 };
 
 struct samples {
-	uint32_t *v;
+	uint64_t *count;		/* HIST_BUCKETS */
 	uint64_t n;
 };
 
@@ -93,7 +99,13 @@ struct host {
 	void	*region;
 	uint64_t region_size;
 	char	 shm_name[128];
-	int	 have_shm;
+	char	 shm_path[160];		/* /dev/shm/NAME */
+	char	 link_target[64];	/* what it links to, sealed regions */
+	int	 region_fd;		/* the sealed memfd, kept open */
+	int	 have_shm;		/* 1: a shm object, 2: our link */
+	uint32_t se, ve;
+	uint32_t gen_seen;		/* consumer_gen while attached */
+	uint64_t reattaches;
 	struct fifo q[AQM_NQUEUES];
 	struct flow *flows;
 	int	 nflows;
@@ -108,12 +120,13 @@ struct host {
 
 static volatile sig_atomic_t stop_requested;
 
+static void	channel_watch(struct host *, uint64_t);
+
 static void
 on_signal(int sig)
 {
 
-	(void)sig;
-	stop_requested = 1;
+	stop_requested = sig;
 }
 
 static uint64_t
@@ -198,33 +211,55 @@ fifo_head_ts(const struct fifo *f)
 	return (f->len != 0 ? f->slot[f->head].meta.ts_ns : 0);
 }
 
+static uint32_t
+hist_index(uint64_t v)
+{
+	uint32_t shift;
+
+	if (v < HIST_SUB)
+		return ((uint32_t)v);
+	shift = (uint32_t)(63 - __builtin_clzll(v)) - HIST_SUB_BITS;
+	return (HIST_SUB + shift * HIST_SUB + (uint32_t)(v >> shift) - HIST_SUB);
+}
+
+/* The middle of bucket i, in ns. */
+static double
+hist_value(uint32_t i)
+{
+	uint32_t shift;
+	uint64_t lo;
+
+	if (i < HIST_SUB)
+		return ((double)i);
+	shift = (i - HIST_SUB) / HIST_SUB;
+	lo = (uint64_t)(HIST_SUB + (i - HIST_SUB) % HIST_SUB) << shift;
+	return ((double)lo + ((double)(1ull << shift) - 1) / 2);
+}
+
 static void
 sample_add(struct samples *s, uint64_t v)
 {
 
-	if (s->n < SOJOURN_CAP)
-		s->v[s->n] = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+	s->count[hist_index(v)]++;
 	s->n++;
 }
 
-static int
-cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x < y ? -1 : x > y);
-}
-
+/* Over every packet of the run, to the histogram's precision (< 0.4 %). */
 static double
-percentile_ms(struct samples *s, double pct)
+percentile_ms(const struct samples *s, double pct)
 {
-	uint64_t n = s->n < SOJOURN_CAP ? s->n : SOJOURN_CAP;
-	uint64_t i;
+	uint64_t rank, cum = 0;
+	uint32_t i;
 
-	if (n == 0)
+	if (s->n == 0)
 		return (0);
-	i = (uint64_t)(pct / 100.0 * (double)(n - 1) + 0.5);
-	return (s->v[i] / 1e6);
+	rank = (uint64_t)(pct / 100.0 * (double)(s->n - 1) + 0.5);
+	for (i = 0; i < HIST_BUCKETS; i++) {
+		cum += s->count[i];
+		if (cum > rank)
+			return (hist_value(i) / 1e6);
+	}
+	return (0);
 }
 
 /* -- responsive flows ------------------------------------------------------ */
@@ -431,6 +466,7 @@ serve_link(struct host *h, uint64_t now, uint64_t *next_tick)
 		host_transmit(h, now, NULL);
 	if (now >= *next_tick) {
 		aqm_tick(h->core, now);
+		channel_watch(h, now);
 		*next_tick += TICK_NS;
 	}
 	t = *next_tick;
@@ -615,6 +651,7 @@ run_stress(struct host *h, uint64_t npkts, uint32_t backlog, double pps)
 			sent += host_transmit(h, mono_ns(), NULL);
 		if (now >= next_tick) {
 			aqm_tick(h->core, now);
+			channel_watch(h, now);
 			next_tick = now + TICK_NS;
 		}
 	}
@@ -630,30 +667,212 @@ run_stress(struct host *h, uint64_t npkts, uint32_t backlog, double pps)
 
 /* -- set up and report ------------------------------------------------------ */
 
+/* The producer's lock: an OFD write lock on byte 0, held for its life. */
 static int
-open_region(struct host *h, const char *name, uint32_t se, uint32_t ve)
+producer_lock(int fd, int cmd, struct flock *fl)
 {
-	int fd, rc;
 
-	h->region_size = aqm_chan_region_size(se, ve);
-	snprintf(h->shm_name, sizeof(h->shm_name), "/%s", name);
-	fd = shm_open(h->shm_name, O_RDWR | O_CREAT | O_EXCL, 0600);
-	if (fd < 0) {
-		fprintf(stderr, "aqm-host: shm_open %s: %s\n", h->shm_name,
-		    strerror(errno));
-		return (-1);
+	memset(fl, 0, sizeof(*fl));
+	fl->l_type = F_WRLCK;
+	fl->l_whence = SEEK_SET;
+	fl->l_start = 0;
+	fl->l_len = 1;
+	return (fcntl(fd, cmd, fl));
+}
+
+/* 1 when a data path holds fd's region (its producer lock is taken). */
+static int
+producer_alive(int fd)
+{
+	struct flock fl;
+
+	if (producer_lock(fd, F_OFD_GETLK, &fl) != 0)
+		return (1);		/* cannot tell: assume it is */
+	return (fl.l_type != F_UNLCK);
+}
+
+/*
+ * What is at path, found there when we wanted to publish our region:
+ * 1 a stale region of ours whose data path is gone (safe to remove), 0 not
+ * ours to remove (why says what it is).
+ */
+static int
+region_stale(const char *path, char *why, size_t len)
+{
+	struct aqm_chan_hdr hdr;
+	struct stat st, tst;
+	char target[128], tail;
+	ssize_t n;
+	int fd, pid, fdn, live;
+
+	if (lstat(path, &st) != 0) {
+		snprintf(why, len, "cannot be examined: %s", strerror(errno));
+		return (errno == ENOENT);
 	}
+	if (st.st_uid != geteuid()) {
+		snprintf(why, len, "belongs to uid %u (mode %04o), not to uid "
+		    "%u: refusing to use or replace it; remove it if no data "
+		    "path of yours made it", (unsigned)st.st_uid,
+		    (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
+		return (0);
+	}
+	if (S_ISLNK(st.st_mode)) {
+		n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		if (n <= 0 || sscanf(target, "/proc/%d/fd/%d%c", &pid, &fdn,
+		    &tail) != 2) {
+			snprintf(why, len, "is a link to %s, not a data path's "
+			    "region: remove it", target);
+			return (0);
+		}
+		fd = open(target, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (fd < 0)
+			return (1);	/* its process or descriptor is gone */
+		live = fstat(fd, &tst) == 0 && S_ISREG(tst.st_mode) &&
+		    producer_alive(fd);
+		close(fd);
+		if (!live)
+			return (1);
+		snprintf(why, len, "is the region of a running data path (pid "
+		    "%d)", pid);
+		return (0);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, len, "is not a region (mode %06o): remove it",
+		    (unsigned)st.st_mode);
+		return (0);
+	}
+	/*
+	 * A shm object (--keep-shm, the Python test host, aqm-fwd): stale
+	 * when nobody holds its producer lock and either it is no region or
+	 * its data path left it (producer flag clear).
+	 */
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, len, "cannot be opened: %s", strerror(errno));
+		return (0);
+	}
+	live = producer_alive(fd);
+	if (!live && pread(fd, &hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
+	    hdr.magic == AQM_CHAN_MAGIC &&
+	    (hdr.flags & AQM_CHAN_F_PRODUCER_UP) != 0)
+		live = 2;
+	close(fd);
+	if (live == 1)
+		snprintf(why, len, "is the region of a running data path");
+	else if (live == 2)
+		snprintf(why, len, "is a region whose data path says it is up "
+		    "(one killed without a lock?): remove it if none runs");
+	return (live == 0);
+}
+
+/*
+ * Publish name: create (O_EXCL) with create(), and if something is there,
+ * replace it once when it is a stale region of ours.
+ */
+static int
+publish(struct host *h, int (*create)(struct host *))
+{
+	char why[256];
+	int tries;
+
+	for (tries = 0; tries < 2; tries++) {
+		if (create(h) == 0)
+			return (0);
+		if (errno != EEXIST)
+			break;
+		if (!region_stale(h->shm_path, why, sizeof(why))) {
+			fprintf(stderr, "aqm-host: %s %s\n", h->shm_path, why);
+			return (-1);
+		}
+		fprintf(stderr, "aqm-host: %s: removing a stale region (its data "
+		    "path is gone)\n", h->shm_path);
+		if (unlink(h->shm_path) != 0 && errno != ENOENT)
+			break;
+	}
+	fprintf(stderr, "aqm-host: cannot create %s: %s\n", h->shm_path,
+	    strerror(errno));
+	return (-1);
+}
+
+/* --keep-shm: a POSIX shm object that outlives us, unsealed. */
+static int
+create_shm(struct host *h)
+{
+	struct flock fl;
+	int fd;
+
+	fd = shm_open(h->shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+	    0600);
+	if (fd < 0)
+		return (-1);
 	h->have_shm = 1;
 	if (fchmod(fd, 0600) != 0 ||
-	    ftruncate(fd, (off_t)h->region_size) != 0) {
+	    ftruncate(fd, (off_t)h->region_size) != 0 ||
+	    producer_lock(fd, F_OFD_SETLK, &fl) != 0) {
 		fprintf(stderr, "aqm-host: sizing %s: %s\n", h->shm_name,
 		    strerror(errno));
 		close(fd);
+		errno = EIO;
 		return (-1);
 	}
+	h->region_fd = fd;
+	return (0);
+}
+
+/* Our sealed memfd, published as a link /dev/shm/NAME -> /proc/PID/fd/N. */
+static int
+create_link(struct host *h)
+{
+
+	if (symlink(h->link_target, h->shm_path) != 0)
+		return (-1);
+	h->have_shm = 2;
+	return (0);
+}
+
+/*
+ * The region.  By default a memfd of its exact size, sealed against
+ * shrinking and growing (nobody, root included, can truncate it under
+ * the core or the daemon), mode 0600, with our producer lock; published
+ * under /dev/shm/NAME as a link to our descriptor, which dies with us.
+ */
+static int
+open_region(struct host *h, const char *name, uint32_t se, uint32_t ve,
+    int keep)
+{
+	struct flock fl;
+	char mname[160];
+	int fd, rc;
+
+	h->se = se;
+	h->ve = ve;
+	h->region_size = aqm_chan_region_size(se, ve);
+	snprintf(h->shm_name, sizeof(h->shm_name), "/%s", name);
+	snprintf(h->shm_path, sizeof(h->shm_path), "/dev/shm/%s", name);
+	if (keep) {
+		if (publish(h, create_shm) != 0)
+			return (-1);
+	} else {
+		snprintf(mname, sizeof(mname), "aqm_llm:%s", name);
+		fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (fd < 0 || fchmod(fd, 0600) != 0 ||
+		    ftruncate(fd, (off_t)h->region_size) != 0 ||
+		    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+		    F_SEAL_SEAL) != 0 ||
+		    producer_lock(fd, F_OFD_SETLK, &fl) != 0) {
+			fprintf(stderr, "aqm-host: sealed region: %s\n",
+			    strerror(errno));
+			return (-1);
+		}
+		h->region_fd = fd;
+		snprintf(h->link_target, sizeof(h->link_target),
+		    "/proc/%d/fd/%d", (int)getpid(), fd);
+		if (publish(h, create_link) != 0)
+			return (-1);
+	}
 	h->region = mmap(NULL, h->region_size, PROT_READ | PROT_WRITE,
-	    MAP_SHARED, fd, 0);
-	close(fd);
+	    MAP_SHARED, h->region_fd, 0);
 	if (h->region == MAP_FAILED) {
 		fprintf(stderr, "aqm-host: mmap: %s\n", strerror(errno));
 		return (-1);
@@ -664,6 +883,63 @@ open_region(struct host *h, const char *name, uint32_t se, uint32_t ve)
 		return (-1);
 	}
 	return (0);
+}
+
+/* Remove our name, unless it now names someone else's region. */
+static void
+unpublish(struct host *h)
+{
+	char target[128];
+	ssize_t n;
+
+	if (h->have_shm == 1) {
+		shm_unlink(h->shm_name);
+		return;
+	}
+	n = readlink(h->shm_path, target, sizeof(target) - 1);
+	if (n > 0) {
+		target[n] = '\0';
+		if (strcmp(target, h->link_target) == 0)
+			unlink(h->shm_path);
+	}
+}
+
+/*
+ * After a channel error the core detached and decides alone.  A consumer
+ * that attaches since (it bumps consumer_gen) gets the channel back: our
+ * own indices are made consistent with its, and the core re-attaches.
+ */
+static void
+channel_watch(struct host *h, uint64_t now)
+{
+	struct aqm_ring_index *ix = h->chan.idx;
+	uint32_t gen, sp, sc, vp, vc;
+	int rc;
+
+	if (h->region == NULL)
+		return;
+	gen = aqm_load_acquire(&h->chan.hdr->consumer_gen);
+	if (h->core->chan_attached) {
+		h->gen_seen = gen;
+		return;
+	}
+	if (gen == h->gen_seen)
+		return;
+	h->gen_seen = gen;
+	sp = aqm_load_acquire(&ix[AQM_IDX_STATE_PROD].value);
+	sc = aqm_load_acquire(&ix[AQM_IDX_STATE_CONS].value);
+	if (sp - sc > h->se)
+		aqm_store_release(&ix[AQM_IDX_STATE_PROD].value, sc);
+	vp = aqm_load_acquire(&ix[AQM_IDX_VERDICT_PROD].value);
+	vc = aqm_load_acquire(&ix[AQM_IDX_VERDICT_CONS].value);
+	if (vp - vc > h->ve)
+		aqm_store_release(&ix[AQM_IDX_VERDICT_CONS].value, vp);
+	rc = aqm_attach(h->core, h->region, h->region_size, now);
+	if (rc == AQM_OK)
+		h->reattaches++;
+	fprintf(stderr, "aqm-host: a new consumer (generation %u): %s\n", gen,
+	    rc == AQM_OK ? "channel re-attached" : "region refused, DualPI2 "
+	    "alone");
 }
 
 static void
@@ -687,9 +963,6 @@ print_report(struct host *h, FILE *out, int json, double wall_s)
 	aqm_counters_get(h->core, &c);
 	decided = c.decisions_model + c.decisions_fallback;
 	model_share = decided ? (double)c.decisions_model / decided : 0;
-	for (i = 0; i < 2; i++)
-		qsort(h->soj[i].v, h->soj[i].n < SOJOURN_CAP ? h->soj[i].n :
-		    SOJOURN_CAP, sizeof(uint32_t), cmp_u32);
 	if (!json) {
 		fprintf(out, "aqm-host: %.1f s, %.1f Mbit/s offered, %.1f delivered "
 		    "of %.1f\n", wall_s, h->bytes_offered * 8 / wall_s / 1e6,
@@ -742,7 +1015,8 @@ print_report(struct host *h, FILE *out, int json, double wall_s)
 	PS(pi_updates);
 #undef PQ
 #undef PS
-	fprintf(out, "}\n");
+	fprintf(out, ", \"channel_reattaches\": %" PRIu64 ", \"sealed\": %s}\n",
+	    h->reattaches, h->have_shm == 2 ? "true" : "false");
 }
 
 static void
@@ -895,8 +1169,11 @@ main(int argc, char **argv)
 		return (2);
 	}
 
+	/* Each of these stops the run cleanly: the report, then our name goes. */
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
+	signal(SIGPIPE, on_signal);
 	/* Wake on time: the default 50 us slack is a packet time at 100 Mbit/s. */
 	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 	h.core = xcalloc(1, (size_t)aqm_core_size());
@@ -904,7 +1181,7 @@ main(int argc, char **argv)
 	for (i = 0; i < 2; i++) {
 		h.q[i].cap = AQM_LIMIT_PKTS_MAX + 1;
 		h.q[i].slot = xcalloc(h.q[i].cap, sizeof(struct hpkt));
-		h.soj[i].v = xcalloc(SOJOURN_CAP, sizeof(uint32_t));
+		h.soj[i].count = xcalloc(HIST_BUCKETS, sizeof(uint64_t));
 	}
 	if (trace == NULL && stress == 0 && ol.load == 0) {
 		h.nflows = n_l + n_ce + n_c;
@@ -925,7 +1202,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (channel) {
-		if (open_region(&h, shm, se, ve) != 0) {
+		if (open_region(&h, shm, se, ve, keep) != 0) {
 			rc = 1;
 			goto out;
 		}
@@ -967,6 +1244,10 @@ out:
 		fclose(h.stress_log);
 	aqm_detach(h.core);
 	if (h.have_shm && !keep)
-		shm_unlink(h.shm_name);
+		unpublish(&h);
+	if (stop_requested != 0 && stop_requested != SIGINT &&
+	    stop_requested != SIGTERM)
+		fprintf(stderr, "aqm-host: stopped by signal %d\n",
+		    (int)stop_requested);
 	return (rc);
 }
