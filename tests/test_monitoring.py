@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from aqm_bridge._ffi import REPO_ROOT
@@ -36,12 +36,6 @@ WINDOW_GAUGES = {"aqmllm_watchdog_model_signal_share", "aqmllm_watchdog_dualpi2_
                  "aqmllm_watchdog_utilisation"}
 
 yaml = pytest.importorskip("yaml")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _panel_exprs() -> list[str]:
@@ -61,12 +55,14 @@ def _rules() -> list[dict]:
     return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
 
 
-def _promtool() -> str:
+def _promtool(*args: str) -> None:
+    """promtool ARGS succeeds; skips where promtool is absent."""
     tool = shutil.which("promtool", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if tool is None:
         pytest.skip("promtool is not installed (Debian's prometheus package; "
                     "scripts/setup.sh puts it in .venv/bin)")
-    return tool
+    r = subprocess.run([tool, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +74,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
         pytest.skip("build/aqm-host is not built (make build/aqm-host)")
     name = f"aqm-test-mon-{os.getpid()}"
     shm = Path("/dev/shm", name)
-    port = _free_port()
+    port = free_port()
     host = subprocess.Popen([str(HOST), "--shm", name, "--duration", "60", "--rate-mbps", "50",
                              "--rtt-ms", "20", "--json"], stdout=subprocess.DEVNULL)
     daemon: subprocess.Popen[bytes] | None = None
@@ -163,18 +159,13 @@ def test_the_alert_rules_cover_down_collapse_pause_and_rollback() -> None:
 
 
 def test_promtool_accepts_the_rules_and_the_dashboards_queries(tmp_path: Path) -> None:
-    promtool = _promtool()
-    r = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    _promtool("check", "rules", str(RULES))
     # The dashboard's queries as recording rules: promtool parses each one.
     recorded = [{"record": f"aqmllm_dashboard:q{i}",
                  "expr": e.replace("$instance", ".*")} for i, e in enumerate(_panel_exprs())]
     f = tmp_path / "dashboard-rules.yml"
     f.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recorded}]}))
-    r = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    _promtool("check", "rules", str(f))
 
 
 # promtool's rule unit tests: synthetic series, and which alerts fire when.
@@ -250,9 +241,6 @@ tests:
 
 
 def test_the_alerts_fire_when_they_should(tmp_path: Path) -> None:
-    promtool = _promtool()
     f = tmp_path / "alerts-test.yml"
     f.write_text(UNIT_TESTS.format(rules=json.dumps(str(RULES))))
-    r = subprocess.run([promtool, "test", "rules", str(f)], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    _promtool("test", "rules", str(f))

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from ports import free_port
 
 from aqmllm_sim.cli import cli
 
@@ -29,12 +29,6 @@ BIN = Path(sys.executable).parent
 NEEDS_RAY = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,
     reason="the ray extra is not installed (pip install -e '.[ray]'; scripts/setup.sh does)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scenarios(where: Path) -> list[Path]:
@@ -52,7 +46,7 @@ def _scenarios(where: Path) -> list[Path]:
 @pytest.fixture
 def ray_head() -> Iterator[str]:
     """A Ray head on this machine, in its own session; ended (it and all it started) after."""
-    port = _free_port()
+    port = free_port()
     # Unix socket paths must stay short: not under pytest's tmp_path.
     temp = tempfile.mkdtemp(prefix="aqmray", dir="/tmp")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
