@@ -50,7 +50,7 @@ def ray_head() -> Iterator[str]:
     # Unix socket paths must stay short: not under pytest's tmp_path.
     temp = tempfile.mkdtemp(prefix="aqmray", dir="/tmp")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    log = open(Path(temp) / "head.log", "w")  # noqa: SIM115
+    log = open(Path(temp) / "head.log", "w")
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
