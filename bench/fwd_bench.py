@@ -50,7 +50,7 @@ def _daemon(tb: Testbed, tmp: str) -> Any:
     def start(region: Path) -> None:
         cmd = [sys.executable, "-m", "aqmllmd.main", "--channel", str(region),
                "--control", f"ipc://{tmp}/ctl.sock", "--metrics", ""]
-        tb.procs.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
+        tb.spawn(cmd, stderr=subprocess.DEVNULL)
     return start
 
 

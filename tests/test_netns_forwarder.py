@@ -188,3 +188,51 @@ def test_a_link_faster_than_the_loop_is_served_back_to_back() -> None:
         rep = tb.stop_forwarder(fwd)
     assert rep["pkts_in"][0] > 10000
     assert rep["drops_limit"] == [0, 0]
+
+
+KILLED_RUN = """
+import os, sys
+from aqm_bridge.netns import Sender, Testbed
+tb = Testbed([Sender("cubic", 10)]).__enter__()
+fwd = tb.start_forwarder(rate_mbps=10, shm=f"aqm-fail-{os.getpid()}")
+echo = tb.udpflow_echo(5301)
+tb.iperf3_server(5201)
+tb.wait_listening(5201)
+print(os.getpid(), *(p.pid for p in tb.procs), flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_netns
+def test_a_killed_run_takes_its_processes_with_it() -> None:
+    """SIGKILL leaves no time to clean up: the testbed's processes still get SIGTERM
+    (their parent's death signal), and the next testbed removes the namespaces."""
+    import signal
+    import sys
+    import time
+
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    tag, *pids = (int(p) for p in run.stdout.readline().split())
+    assert len(pids) == 3 and len(_namespaces(str(tag))) == 3
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in pids if _running(p)]
+    assert alive == []
+    with Testbed([Sender("reno", 10)], tag=f"{os.getpid()}z"):
+        assert _namespaces(str(tag)) == []
+    assert not Path("/dev/shm", f"aqm-fail-{tag}").exists()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie's parent has not waited for it yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

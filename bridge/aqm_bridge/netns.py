@@ -29,6 +29,7 @@ kernel's TCP here cannot send ECT(1) (IP_TOS cannot set the ECN bits of a TCP so
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -109,6 +110,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG = 1
+
+
 def _can_realtime() -> bool:
     if shutil.which("chrt") is None:
         return False
@@ -132,7 +139,7 @@ def remove_stale() -> list[str]:
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
-        m = re.fullmatch(rf"{PREFIX}(\d+)[a-z]\d*", name)
+        m = re.fullmatch(rf"{PREFIX}(\d+)[a-z]+\d*", name)
         if m and not _pid_alive(int(m.group(1))):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
             gone.append(name)
@@ -266,8 +273,18 @@ class Testbed:
     # -- processes ---------------------------------------------------------------------
 
     def popen(self, ns: str, args: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-        """Start a process in namespace ns; it is stopped when the testbed closes."""
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], **kw)
+        """Start a process in namespace ns; it is stopped when the testbed closes, and
+        gets SIGTERM if this process dies first (even by SIGKILL). Call it from the
+        thread that lives as long as the testbed (the death signal follows the thread
+        that started the child)."""
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], preexec_fn=_die_with_parent,
+                             **kw)
+        self.procs.append(p)
+        return p
+
+    def spawn(self, args: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+        """Start a process outside the namespaces (aqmllmd), stopped as popen's are."""
+        p = subprocess.Popen(list(args), preexec_fn=_die_with_parent, **kw)
         self.procs.append(p)
         return p
 

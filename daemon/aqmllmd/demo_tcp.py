@@ -82,7 +82,7 @@ def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
             if model:
                 cmd += ["--model", model]
             with open(Path(tmp, "aqmllmd.log"), "w") as log:
-                tb.procs.append(subprocess.Popen(cmd, stderr=log))
+                tb.spawn(cmd, stderr=log)
 
         fwd = tb.start_forwarder(rate_mbps=rate_mbps, trace=trace, shm=shm,
                                  wait_consumer_s=30, on_region=start_daemon)
