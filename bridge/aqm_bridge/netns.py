@@ -15,9 +15,10 @@ delays both directions by the path's base RTT, and writes the packets back, so t
 router's stack routes them on. Every address lives inside the namespaces made here.
 
 Everything the testbed starts (namespaces, processes, the channel region) is removed
-when it is closed, also when the body of the `with` raised or was interrupted; a
-namespace left by a killed run (its name holds a pid that is gone) is removed by the
-next `Testbed`.
+when it is closed, also when the body of the `with` raised or was interrupted. A run
+killed outright takes its processes with it (each gets SIGTERM when the process that
+started it dies), and the namespaces and region it left (their names hold its pid) are
+removed by the next `Testbed`.
 
 The senders: iperf3 clients (kernel TCP: cubic, reno, bbr; this kernel has no DCTCP or
 Prague), and build/aqm-udpflow, a UDP sender of this project that sends ECT(1) and
