@@ -2,7 +2,8 @@
 
 As root: `.venv/bin/python bench/real_vs_ns3.py [bench/scenarios/real-vs-ns3-50m-20ms.toml]`
 
-- real: build/aqm-fwd between network namespaces at the scenario's rate, each flow's
+- real: build/aqm-fwd between network namespaces at the scenario's rate (or its
+  Mahimahi trace), each flow's
   base RTT as its path; DCTCP flows are played by aqm-udpflow's ECT(1) sender (this
   kernel has no DCTCP or Prague), CUBIC and Reno by the kernel's TCP through iperf3,
   ECN on or off as the scenario says;
@@ -92,15 +93,17 @@ def main(scenario: Path, as_json: bool) -> None:
     from aqmllmd.demo_tcp import run_once
 
     sc = tomllib.loads(scenario.read_text())
-    if "trace" in sc or "rate_steps" in sc or "udp" in sc:
-        raise click.ClickException("a fixed rate and bulk flows only here")
-    real = run_once(senders_of(sc), rate_mbps=float(sc["rate_mbps"]),
+    if "rate_steps" in sc or "udp" in sc or "short_flows" in sc or sc.get("loss"):
+        raise click.ClickException("a fixed rate or a trace, and bulk flows only, here")
+    trace = (scenario.parent / sc["trace"]).resolve() if "trace" in sc else None
+    real = run_once(senders_of(sc), rate_mbps=float(sc["rate_mbps"]), trace=trace,
                     duration_s=float(sc["duration_s"]), with_daemon=False, probes=False)
     ns3 = run_ns3(scenario)
     if as_json:
         click.echo(json.dumps({"real": real, "ns3": ns3}, indent=2))
         return
-    click.echo(f"{sc['name']}: {sc['rate_mbps']} Mbit/s, {sc['duration_s']} s, DualPI2 alone")
+    link = f"trace {sc['trace']}" if "trace" in sc else f"{sc['rate_mbps']} Mbit/s"
+    click.echo(f"{sc['name']}: {link}, {sc['duration_s']} s, DualPI2 alone")
     click.echo("\n".join(table(real, ns3)))
 
 

@@ -336,33 +336,33 @@ opp_count_before(const struct fwd *f, uint64_t t)
 }
 
 /*
- * When a packet of len bytes that starts now has left the link.  With a
- * trace, it leaves at the opportunity that carries its last byte (what is
- * left of the opportunity in use, or the next one); opportunities that
- * passed while the link was idle are lost.  With a rate, it leaves after
- * its transmission time, back to back behind the previous packet when the
- * link was busy, however late this process woke up.
+ * When a packet of len bytes that arrived at `arrival` has left the link,
+ * on the link's own clock: it starts when both it and the link are there,
+ * however late this process gets to it (a finish in the past sends it at
+ * once).  With a trace, it leaves at the opportunity that carries its last
+ * byte (what is left of the opportunity in use, or the next one);
+ * opportunities that passed while the link was idle, before the packet
+ * arrived, are lost.  With a rate, it leaves its transmission time after
+ * it started.
  */
 static uint64_t
-link_finish(struct fwd *f, uint64_t now, uint32_t len)
+link_finish(struct fwd *f, uint64_t arrival, uint32_t len)
 {
 	uint64_t tx;
 
 	if (f->nopp != 0) {
-		if (f->opp_left >= len && now <= f->opp_cur_ns) {
+		if (f->opp_left >= len && arrival <= f->opp_cur_ns) {
 			f->opp_left -= len;
 			return (f->opp_cur_ns);
 		}
-		if (opp_at(f, f->opp_next) < now)
-			f->opp_next = opp_count_before(f, now);
+		if (opp_at(f, f->opp_next) < arrival)
+			f->opp_next = opp_count_before(f, arrival);
 		f->opp_cur_ns = opp_at(f, f->opp_next++);
 		f->opp_left = OPP_BYTES > len ? OPP_BYTES - len : 0;
 		return (f->opp_cur_ns);
 	}
 	tx = (uint64_t)((double)len * 8e9 / f->rate_bps);
-	if (f->link_free_ns != 0 && now - f->link_free_ns < tx)
-		return (f->link_free_ns + tx);
-	return (now + tx);
+	return ((f->link_free_ns > arrival ? f->link_free_ns : arrival) + tx);
 }
 
 static int
@@ -527,7 +527,7 @@ serve_link(struct fwd *f, uint64_t now)
 			(void)ecn_set_ce(p->data, p->len, f);
 		sample_add(&f->soj[q], now - p->meta.ts_ns);
 		f->bytes_sent += p->len;
-		finish = link_finish(f, now, p->len);
+		finish = link_finish(f, p->meta.ts_ns, p->len);
 		f->link_free_ns = finish;
 		p->due_ns = finish + f->paths[p->path].owd_ns;
 		if (ring_push(&f->line_fwd[p->path], p) != 0)
