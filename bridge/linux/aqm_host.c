@@ -1012,7 +1012,7 @@ print_report(struct host *h, FILE *out, int json, double wall_s)
 	PS(step_marks); PS(decisions_model); PS(decisions_fallback);
 	PS(verdicts_applied); PS(verdicts_late); PS(verdicts_bad);
 	PS(states_published); PS(states_lost); PS(channel_errors);
-	PS(pi_updates);
+	PS(pi_updates); PQ(verdicts_capped); PS(states_slot_busy);
 #undef PQ
 #undef PS
 	fprintf(out, ", \"channel_reattaches\": %" PRIu64 ", \"sealed\": %s}\n",

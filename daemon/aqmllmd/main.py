@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import logging.handlers
 import os
@@ -84,6 +85,59 @@ class Pidfile:
             self.path.unlink(missing_ok=True)
 
 
+class ControlLock:
+    """ipc://PATH: an exclusive lock on PATH.lock held for the daemon's life.
+
+    ZeroMQ's bind replaces an existing socket file, so without it a second aqmllmd on
+    the same endpoint would take the socket over and delete it when it exits. The
+    second one refuses instead; a daemon killed leaves the lock free (flock dies with
+    it). The lock file is removed on exit, by its holder only. tcp:// endpoints need
+    none: a second bind fails.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.path = Path(endpoint[len("ipc://"):] + ".lock") \
+            if endpoint.startswith("ipc://") else None
+        self.fd: int | None = None
+
+    def __enter__(self) -> ControlLock:
+        if self.path is None:
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                raise click.ClickException(f"control lock {self.path}: {e.strerror}") \
+                    from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise click.ClickException(
+                    f"control endpoint {self.endpoint} is another aqmllmd's (pid "
+                    f"{holder or '?'}, lock {self.path}): refusing to take it over") from None
+            try:  # the file locked must still be the one there (a holder exiting removes it)
+                same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None and self.path is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -157,7 +211,7 @@ def main(config_path: str | None, **flags: object) -> None:
             log.info("signal %d: stopping", sig)
             server.stop_event.set()
 
-    with Pidfile(cfg.pidfile):
+    with Pidfile(cfg.pidfile), ControlLock(cfg.control):
         if cfg.metrics:
             try:
                 metrics.serve(cfg.metrics)
@@ -177,6 +231,8 @@ def main(config_path: str | None, **flags: object) -> None:
         finally:
             control.stop()
             log.info("stopped")
+        if server.fatal:
+            raise click.ClickException(server.fatal)
 
 
 def _quiet(fn):  # noqa: ANN001, ANN202 - run fn, its failure already logged

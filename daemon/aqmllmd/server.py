@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from aqm_bridge.abi import STATE_DTYPE, VERDICT_GUARDS
-from aqm_bridge.channel import ChannelError, Region
+from aqm_bridge.channel import ChannelError, ConsumerBusy, Region
 
 from . import features
 from .config import Config
@@ -36,6 +36,14 @@ from .watchdog import Watchdog, WatchdogConfig
 log = logging.getLogger("aqmllmd")
 
 COUNTERS_EVERY_S = 1.0
+#: How often the loop checks that the channel path still names the region mapped.
+CHANNEL_CHECK_EVERY_S = 0.25
+#: Waiting between attach attempts: while the region is absent, and after a refusal
+#: or a channel error (doubled each time, up to the maximum; back to the minimum once
+#: an attach has served CHANNEL_HEALTHY_S without error).
+ATTACH_POLL_S, ATTACH_BACKOFF_MAX_S, CHANNEL_HEALTHY_S = 0.1, 5.0, 2.0
+#: Channel refusals and errors are logged once, then one line per this many seconds.
+CHANNEL_LOG_EVERY_S = 10.0
 #: Model failures are logged once, then at most one line per this many seconds.
 FAIL_LOG_EVERY_S = 10.0
 _GUARD_NAMES = {code: name for name, code in VERDICT_GUARDS.items()}
@@ -166,6 +174,14 @@ class Server:
         self.region: Region | None = None
         #: Why the channel could not be attached, last time it was tried (None: it was).
         self.channel_error: str | None = None
+        #: Set when the daemon must stop (another consumer holds the region).
+        self.fatal: str | None = None
+        self.channel_refusals = 0
+        self._attach_wait_s = ATTACH_POLL_S
+        self._attached_at = 0.0
+        self._chan_log_at = -CHANNEL_LOG_EVERY_S
+        self._chan_unlogged = 0
+        self._chan_last = ""
         self.datapath: dict[str, Any] | None = None
         self.stats = metrics.loop
         self.started = time.time()
@@ -199,36 +215,71 @@ class Server:
 
     # -- channel ---------------------------------------------------------------------
     def _attach(self) -> Region | None:
+        """Open the region and claim it as its one consumer (None: not now, see
+        channel_error; another consumer holding it sets fatal)."""
         try:
             region = Region.open(self.cfg.channel)
         except ChannelError as e:
             self._channel_refused(str(e))
             return None
-        self.channel_error = None
-        if stat.S_ISCHR(os.stat(self.cfg.channel).st_mode):
-            try:
+        try:
+            if stat.S_ISCHR(os.fstat(region._fd).st_mode):
                 region.attach_scheduler(self.cfg.sched)
-            except ChannelError as e:
-                log.error("%s", e)
-                region.close()
-                return None
-        region.consumer_up = True
+            gen = region.claim_consumer()
+        except ConsumerBusy as e:
+            region.close()
+            self.fatal = self.channel_error = str(e)
+            log.error("%s", e)
+            self.stop_event.set()
+            return None
+        except ChannelError as e:
+            region.close()
+            self._channel_refused(str(e))
+            return None
+        self.channel_error = None
+        self._attached_at = time.monotonic()
         region.paused = self.paused
         self._history = features.History()
-        log.info("attached to %s (data path %s)", self.cfg.channel,
-                 "up" if region.producer_up else "not attached yet")
+        log.info("attached to %s as consumer %d (data path %s, region %s)",
+                 self.cfg.channel, gen, "up" if region.producer_up else "not attached yet",
+                 "sealed" if region.sealed else "not sealed")
         self._check_guard(region)
         return region
 
     def _channel_refused(self, reason: str) -> None:
-        """Why the region cannot be used: in status, and in the log at WARNING once per
-        distinct reason when the region exists but is refused (bad magic, ABI, size);
-        a region that is not there yet is only DEBUG."""
-        if reason != self.channel_error:
-            waiting = "No such file" in reason or "is empty" in reason
-            log.log(logging.DEBUG if waiting else logging.WARNING, "channel %s",
-                    reason if waiting else f"refused: {reason}")
+        """Why the region cannot be used: in status; a region that is not there yet
+        (or whose data path is gone) is only DEBUG and polled every ATTACH_POLL_S; a
+        refusal (bad magic, ABI, size, owner, mode) waits exponentially longer each
+        time and is logged at WARNING once per distinct reason, then at most one line
+        per CHANNEL_LOG_EVERY_S with the count."""
+        waiting = any(w in reason for w in ("No such file", "is empty", "is gone"))
+        if waiting:
+            self._attach_wait_s = ATTACH_POLL_S
+            if reason != self.channel_error:
+                log.debug("channel %s", reason)
+        else:
+            self._channel_trouble(f"refused: {reason}")
         self.channel_error = reason
+
+    def _channel_trouble(self, what: str) -> None:
+        """A refusal or a channel error: counted, the next attach put off (doubling),
+        logged when unlike the last one logged or when CHANNEL_LOG_EVERY_S has passed,
+        with the count since."""
+        new, self._chan_last = what != self._chan_last, what
+        self.channel_refusals += 1
+        now = time.monotonic()
+        if self._attached_at and now - self._attached_at >= CHANNEL_HEALTHY_S:
+            self._attach_wait_s = ATTACH_POLL_S
+        else:
+            self._attach_wait_s = min(2 * self._attach_wait_s, ATTACH_BACKOFF_MAX_S)
+        self._attached_at = 0.0
+        self._chan_unlogged += 1
+        if new or now - self._chan_log_at >= CHANNEL_LOG_EVERY_S:
+            more = (f" ({self._chan_unlogged} times since the last report)"
+                    if self._chan_unlogged > 1 else "")
+            log.warning("channel %s%s; next attach in %.1f s", what, more,
+                        self._attach_wait_s)
+            self._chan_log_at, self._chan_unlogged = now, 0
 
     @staticmethod
     def _guard_in_force(region: Region | None) -> str | None:
@@ -267,14 +318,15 @@ class Server:
         max_sleep_s, sleep_s = cfg.max_sleep_us / 1e6, cfg.sleep_us / 1e6
         pending: list[np.ndarray] = []
         pending_n, oldest_ns, idle_since = 0, 0, 0
-        next_counters = 0.0
+        next_counters = next_check = 0.0
         settle_heap()
         while not self.stop_event.is_set():
             if self.region is None:
                 self.region = self._attach()
                 if self.region is None:
-                    self.stop_event.wait(0.1)
+                    self.stop_event.wait(self._attach_wait_s)
                     continue
+                next_check = time.monotonic() + CHANNEL_CHECK_EVERY_S
             if self.cfg is not cfg:  # reloaded: batching as configured now
                 cfg = self.cfg
                 max_wait_ns, spin_ns = cfg.max_wait_us * 1000, cfg.spin_us * 1000
@@ -298,8 +350,9 @@ class Server:
                 recs = (_NO_STATES if idle_since and not self.region.pending_states() else
                         self.region.read_states(max(cfg.max_batch - pending_n, 0)))
             except ChannelError as e:
-                log.error("channel refused: %s; reattaching", e)
+                self._channel_trouble(f"error: {e}; reattaching")
                 self._detach()
+                self.stop_event.wait(self._attach_wait_s)
                 continue
             now = time.monotonic_ns()
             if len(recs):
@@ -317,6 +370,17 @@ class Server:
                 pending, pending_n = [], 0
                 self.serve(batch)
                 continue
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHANNEL_CHECK_EVERY_S
+                if not self.region.still_current() or self.region.producer_gone():
+                    # A data path restarted under the same name publishes another
+                    # region; one that stopped or died removes it or leaves its
+                    # lock: follow it (pending states belong to the old one).
+                    log.info("channel %s: the data path mapped here is gone or was "
+                             "replaced; reattaching", cfg.channel)
+                    self._detach()
+                    pending, pending_n = [], 0
+                    continue
             if time.monotonic() >= next_counters:
                 next_counters = time.monotonic() + COUNTERS_EVERY_S
                 self._refresh_counters()
@@ -454,7 +518,7 @@ class Server:
         try:
             return self.region.write_verdicts(recs["seq"], actions, tag)
         except ChannelError as e:
-            log.error("verdict ring refused: %s; reattaching", e)
+            self._channel_trouble(f"error: verdict ring refused: {e}; reattaching")
             self._detach()
             return None
 
@@ -498,6 +562,8 @@ class Server:
             "channel": self.cfg.channel,
             "attached": region is not None,
             "channel_error": self.channel_error,
+            "channel_refusals": self.channel_refusals,
+            "channel_sealed": bool(region is not None and region.sealed),
             "data_path_up": bool(region is not None and region.producer_up),
             "data_path": region_info(region),
             "uptime_s": round(time.time() - self.started, 3),
