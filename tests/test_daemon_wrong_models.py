@@ -48,3 +48,31 @@ def test_the_shipped_model_is_left_alone(tmp_path: Path) -> None:
     every_packet_decided(report)
     assert status is not None and report["model_share"] > 0.2
     assert sum(status["watchdog"]["trips"].values()) == 0, status["watchdog"]
+
+
+def _ns3_delivered(scenario, policy: str, model: str | None = None) -> float:  # noqa: ANN001
+    from aqmllm_sim.runner import run
+
+    r = run(scenario, policy, model=model)
+    return sum(f["throughput_mbps"] for f in r["flows"])
+
+
+@pytest.mark.parametrize("kind", ["always-drop", "always-mark", "uniform", "adversarial"])
+def test_a_hostile_model_costs_at_most_a_tenth_on_ns3(tmp_path: Path, kind: str) -> None:
+    """l4s-50m-20ms (DCTCP and CUBIC with ECN), 2 s: the simulation waits for every
+    verdict, so the figures are reproducible; the core's harm budget keeps the flows
+    going (without it an always-drop model lets 4 packets through), the watchdog
+    replaces the model."""
+    ns3 = pytest.importorskip("ns3")
+    del ns3
+    import dataclasses
+
+    from aqm_bridge._ffi import REPO_ROOT
+    from aqmllm_sim.scenario import load
+
+    scenario = dataclasses.replace(
+        load(REPO_ROOT / "sim" / "scenarios" / "l4s-50m-20ms.toml"), duration_s=2.0)
+    tmp_path.chmod(0o755)
+    model = hostile.write(kind, tmp_path / f"{kind}.onnx")
+    alone = _ns3_delivered(scenario, "dualpi2")
+    assert _ns3_delivered(scenario, "llm", str(model)) >= 0.9 * alone
