@@ -59,6 +59,8 @@ class ConsumerBusy(ChannelError):
 def _producer_lock(fd: int, cmd: int) -> int:
     """The producer's OFD write lock on byte 0 (aqm-host holds it for its life):
     take it (F_OFD_SETLK) or look at it (F_OFD_GETLK: returns the lock type seen)."""
+    if not hasattr(fcntl, "F_OFD_SETLK"):  # not Linux: no producer lock
+        return int(fcntl.F_UNLCK)
     raw = fcntl.fcntl(fd, cmd, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
     return int(struct.unpack(_FLOCK, raw)[0])
 
@@ -106,7 +108,7 @@ class Region:
         try:
             os.fchmod(fd, 0o600)
             os.ftruncate(fd, size)
-            _producer_lock(fd, fcntl.F_OFD_SETLK)  # a data path holds it, as aqm-host
+            _producer_lock(fd, getattr(fcntl, "F_OFD_SETLK", 0))  # held, as aqm-host's
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
@@ -181,7 +183,10 @@ class Region:
                 raise ConsumerBusy(
                     f"{self.path} already has a consumer (another aqmllmd?): exactly one "
                     "may read a region; stop the other one first") from None
-            raise ChannelError(f"{self.path}: cannot lock the region: {e.strerror}") from e
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOLCK):
+                raise ChannelError(f"{self.path}: cannot lock the region: {e.strerror}") \
+                    from e
+            # A file that takes no locks (a device on some systems): claimed unlocked.
         sp, sc, vp, vc = self.indices()
         st_entries, v_entries = (int(x) for x in
                                  np.frombuffer(self._mm, dtype="<u4", count=2, offset=20))
@@ -215,7 +220,7 @@ class Region:
         if self.link is None:
             return False
         try:
-            return _producer_lock(self._fd, fcntl.F_OFD_GETLK) == fcntl.F_UNLCK
+            return _producer_lock(self._fd, getattr(fcntl, "F_OFD_GETLK", 0)) == fcntl.F_UNLCK
         except OSError:
             return False
 
