@@ -20,7 +20,12 @@ import pytest
 from aqm_bridge._ffi import REPO_ROOT
 from aqm_bridge.channel import IDX_STATE_PROD, ChannelError, Region
 from aqm_bridge.core import Core
+from aqmllmd.config import load
 from aqmllmd.ctl import Client
+from aqmllmd.default_model import INTERIM_MODEL
+from aqmllmd.metrics import Metrics
+from aqmllmd.model import load as load_model
+from aqmllmd.server import Server
 
 HOST = REPO_ROOT / "build" / "aqm-host"
 
@@ -185,3 +190,25 @@ def test_a_region_that_keeps_failing_backs_off_and_logs_little(procs: Procs) -> 
     # 4 s of failures: attempts after 0.2, 0.4, 0.8, 1.6 s... (thousands before).
     assert 1 <= refusals <= 8, refusals
     assert len(lines) <= 4, lines
+
+
+@pytest.mark.parametrize("how", ["owner", "mode"])
+def test_the_daemon_refuses_a_region_that_is_not_its_own(tmp_path: Path, how: str) -> None:
+    """Another user made /dev/shm/NAME first (or left it open to others): the root
+    daemon does not consume it, and status says why."""
+    region = Region.create(f"aqm-test-lcd-foreign-{os.getpid()}", 64, 64)
+    try:
+        if how == "owner":
+            os.chown(region.path, 65534, 65534)
+        else:
+            os.chmod(region.path, 0o666)
+        cfg = load(None, {"channel": str(region.path), "metrics": "",
+                          "control": f"ipc://{tmp_path}/c.sock"})
+        server = Server(cfg, load_model(INTERIM_MODEL), Metrics(lambda: None))
+        assert server._attach() is None
+        st = server.status()
+        assert not st["attached"] and not region.consumer_up
+        assert ("belongs to uid 65534" if how == "owner" else "mode 0666") in \
+            st["channel_error"]
+    finally:
+        region.close(unlink=True)
