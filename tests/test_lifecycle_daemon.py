@@ -5,6 +5,7 @@ server, and a region that keeps failing costs it neither CPU nor a flood of log 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -212,3 +213,40 @@ def test_the_daemon_refuses_a_region_that_is_not_its_own(tmp_path: Path, how: st
             st["channel_error"]
     finally:
         region.close(unlink=True)
+
+
+def test_a_data_path_that_left_after_a_channel_error_is_served_again(procs: Procs) -> None:
+    """Garbage in the state ring's consumer index makes the host's core detach (one
+    channel error) while aqmllmd, stopped meanwhile, saw nothing wrong: aqmllmd notices
+    the data path left, claims the region again, and the host re-attaches."""
+    control = f"ipc://{procs.tmp}/ctl.sock"
+    host = subprocess.Popen([str(HOST), "--shm", procs.name, "--rate-mbps", "10", "--load",
+                             "0.5", "--duration", "60", "--state-ring", "64", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    procs.all.append(host)
+    with procs.watch() as r:
+        daemon = procs.daemon(control, "d.log")
+        wait_verdicts(r)
+        daemon.send_signal(signal.SIGSTOP)
+        try:
+            r.set_index(1, 0x7FFF0000)  # the state consumer index
+            deadline = time.monotonic() + 10
+            while r.producer_up:
+                assert time.monotonic() < deadline, "the host never saw the garbage"
+                time.sleep(0.01)
+        finally:
+            daemon.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while not r.producer_up:
+            assert time.monotonic() < deadline, "the host never re-attached"
+            time.sleep(0.05)
+        before = r.indices()[2]
+        deadline = time.monotonic() + 10
+        while r.indices()[2] == before:
+            assert time.monotonic() < deadline, "no verdicts after the re-attach"
+            time.sleep(0.05)
+    host.send_signal(signal.SIGTERM)
+    out, _ = host.communicate(timeout=20)
+    rep = json.loads(out)
+    assert rep["channel_errors"] == 1 and rep["channel_reattaches"] == 1
+    assert "claimed it again" in procs.log("d.log")

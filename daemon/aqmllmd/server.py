@@ -319,6 +319,7 @@ class Server:
         pending: list[np.ndarray] = []
         pending_n, oldest_ns, idle_since = 0, 0, 0
         next_counters = next_check = 0.0
+        producer_was_up = False
         settle_heap()
         while not self.stop_event.is_set():
             if self.region is None:
@@ -327,6 +328,7 @@ class Server:
                     self.stop_event.wait(self._attach_wait_s)
                     continue
                 next_check = time.monotonic() + CHANNEL_CHECK_EVERY_S
+                producer_was_up = self.region.producer_up
             if self.cfg is not cfg:  # reloaded: batching as configured now
                 cfg = self.cfg
                 max_wait_ns, spin_ns = cfg.max_wait_us * 1000, cfg.spin_us * 1000
@@ -381,6 +383,23 @@ class Server:
                     self._detach()
                     pending, pending_n = [], 0
                     continue
+                up = self.region.producer_up
+                if producer_was_up and not up:
+                    # The data path left the channel (a channel error) but is still
+                    # there: claim the region again (indices made consistent, a new
+                    # consumer_gen) and it re-attaches.
+                    try:
+                        gen = self.region.claim_consumer()
+                    except ChannelError as e:
+                        self._channel_trouble(f"error: {e}; reattaching")
+                        self._detach()
+                        continue
+                    pending, pending_n = [], 0
+                    self._channel_trouble("error: the data path detached from the "
+                                          "region; claimed it again so that it "
+                                          "re-attaches")
+                    log.debug("consumer generation %d", gen)
+                producer_was_up = up
             if time.monotonic() >= next_counters:
                 next_counters = time.monotonic() + COUNTERS_EVERY_S
                 self._refresh_counters()
