@@ -319,7 +319,7 @@ class Server:
         pending: list[np.ndarray] = []
         pending_n, oldest_ns, idle_since = 0, 0, 0
         next_counters = next_check = 0.0
-        producer_was_up = False
+        producer_was_up, down_checks = False, 0
         settle_heap()
         while not self.stop_event.is_set():
             if self.region is None:
@@ -328,7 +328,7 @@ class Server:
                     self.stop_event.wait(self._attach_wait_s)
                     continue
                 next_check = time.monotonic() + CHANNEL_CHECK_EVERY_S
-                producer_was_up = self.region.producer_up
+                producer_was_up, down_checks = self.region.producer_up, 0
             if self.cfg is not cfg:  # reloaded: batching as configured now
                 cfg = self.cfg
                 max_wait_ns, spin_ns = cfg.max_wait_us * 1000, cfg.spin_us * 1000
@@ -384,9 +384,11 @@ class Server:
                     pending, pending_n = [], 0
                     continue
                 up = self.region.producer_up
-                if producer_was_up and not up:
+                down_checks = down_checks + 1 if producer_was_up and not up else 0
+                if down_checks == 2:
                     # The data path left the channel (a channel error) but is still
-                    # there: claim the region again (indices made consistent, a new
+                    # there two checks later (one that stops removes its name at
+                    # once): claim the region again (indices made consistent, a new
                     # consumer_gen) and it re-attaches.
                     try:
                         gen = self.region.claim_consumer()
@@ -399,7 +401,8 @@ class Server:
                                           "region; claimed it again so that it "
                                           "re-attaches")
                     log.debug("consumer generation %d", gen)
-                producer_was_up = up
+                    down_checks = 0
+                producer_was_up = up or down_checks > 0
             if time.monotonic() >= next_counters:
                 next_counters = time.monotonic() + COUNTERS_EVERY_S
                 self._refresh_counters()
