@@ -19,8 +19,8 @@
  * does).  A path is a sender-side address (--path ADDR=RTT_MS; the source
  * of forward packets, the destination of reverse ones) with its base round
  * trip, half of it each way; other packets get --rtt-ms.  The channel
- * region is a POSIX shared-memory object (O_EXCL, mode 0600), which
- * aqmllmd opens as /dev/shm/NAME unchanged.  Nothing here waits for the daemon: a
+ * region is a sealed memfd published as /dev/shm/NAME, as aqm-host's is,
+ * which aqmllmd opens unchanged.  Nothing here waits for the daemon: a
  * verdict that is not there when its packet leaves is DualPI2's to give.
  *
  * The first line on stdout is "ready" once both devices are attached (and
@@ -91,8 +91,10 @@ struct fwd {
 	struct aqm_chan	 chan;
 	void		*region;
 	uint64_t	 region_size;
-	char		 shm_name[128];
-	int		 have_shm;
+	char		 shm_path[160];
+	char		 link_target[64];	/* /proc/PID/fd/N */
+	int		 region_fd;
+	int		 have_link;
 	int		 fd_fwd, fd_rev;
 	struct pkt	*pool;
 	struct ring	 freel;
@@ -632,31 +634,59 @@ tun_attach(const char *name)
 	return (fd);
 }
 
-/* The channel region: a POSIX shm object of mode 0600, made O_EXCL. */
+/* The producer's lock: an OFD write lock on byte 0, held for our life. */
+static int
+producer_lock(int fd)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_len = 1;
+	return (fcntl(fd, F_OFD_SETLK, &fl));
+}
+
+/*
+ * The channel region, made as aqm-host makes its own: a memfd of the
+ * region's exact size, mode 0600, sealed against shrinking and growing
+ * (nobody, root included, can truncate it under the core or the daemon),
+ * with the producer lock; published as /dev/shm/NAME, a link made O_EXCL
+ * (symlink) to /proc/PID/fd/N, which dies with us.  A name already taken
+ * is refused: a killed forwarder leaves a dangling link, which the
+ * testbed (or the operator) removes.
+ */
 static int
 open_region(struct fwd *f, const char *name, uint32_t se, uint32_t ve)
 {
+	char mname[160];
 	int fd;
 
 	f->region_size = aqm_chan_region_size(se, ve);
-	snprintf(f->shm_name, sizeof(f->shm_name), "/%s", name);
-	fd = shm_open(f->shm_name, O_RDWR | O_CREAT | O_EXCL, 0600);
-	if (fd < 0) {
-		fprintf(stderr, "aqm-fwd: shm_open %s: %s\n", f->shm_name,
+	snprintf(f->shm_path, sizeof(f->shm_path), "/dev/shm/%s", name);
+	snprintf(mname, sizeof(mname), "aqm_llm:%s", name);
+	fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || fchmod(fd, 0600) != 0 ||
+	    ftruncate(fd, (off_t)f->region_size) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+	    F_SEAL_SEAL) != 0 || producer_lock(fd) != 0) {
+		fprintf(stderr, "aqm-fwd: sealed region: %s\n",
 		    strerror(errno));
 		return (-1);
 	}
-	f->have_shm = 1;
-	if (fchmod(fd, 0600) != 0 ||
-	    ftruncate(fd, (off_t)f->region_size) != 0) {
-		fprintf(stderr, "aqm-fwd: sizing %s: %s\n", f->shm_name,
-		    strerror(errno));
-		close(fd);
+	f->region_fd = fd;
+	snprintf(f->link_target, sizeof(f->link_target), "/proc/%d/fd/%d",
+	    (int)getpid(), fd);
+	if (symlink(f->link_target, f->shm_path) != 0) {
+		fprintf(stderr, "aqm-fwd: %s: %s%s\n", f->shm_path,
+		    strerror(errno), errno == EEXIST ? " (a running data "
+		    "path's region, or one a killed one left: remove it if "
+		    "none runs)" : "");
 		return (-1);
 	}
+	f->have_link = 1;
 	f->region = mmap(NULL, f->region_size, PROT_READ | PROT_WRITE,
 	    MAP_SHARED, fd, 0);
-	close(fd);
 	if (f->region == MAP_FAILED) {
 		fprintf(stderr, "aqm-fwd: mmap: %s\n", strerror(errno));
 		return (-1);
@@ -667,6 +697,23 @@ open_region(struct fwd *f, const char *name, uint32_t se, uint32_t ve)
 		return (-1);
 	}
 	return (0);
+}
+
+/* Remove our name, unless it now names someone else's region. */
+static void
+unpublish(struct fwd *f)
+{
+	char target[sizeof(f->link_target)];
+	ssize_t n;
+
+	if (!f->have_link)
+		return;
+	n = readlink(f->shm_path, target, sizeof(target) - 1);
+	if (n > 0) {
+		target[n] = '\0';
+		if (strcmp(target, f->link_target) == 0)
+			unlink(f->shm_path);
+	}
 }
 
 static void
@@ -886,6 +933,7 @@ main(int argc, char **argv)
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
 	signal(SIGPIPE, SIG_IGN);
 	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 	f.core = xcalloc(1, (size_t)aqm_core_size());
@@ -938,7 +986,6 @@ main(int argc, char **argv)
 	fflush(stdout);
 out:
 	aqm_detach(f.core);
-	if (f.have_shm)
-		shm_unlink(f.shm_name);
+	unpublish(&f);
 	return (rc);
 }
