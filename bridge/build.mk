@@ -21,7 +21,7 @@ ALL_TARGETS += $(BUILD)/aqm-host
 
 # The Linux data path on real packets: the core between two TUN devices of a
 # router namespace (bridge/aqm_bridge/netns.py sets the namespaces up).
-$(BUILD)/aqm-fwd: bridge/linux/aqm_fwd.c $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
+$(BUILD)/aqm-fwd: bridge/linux/aqm_fwd.c bridge/linux/aqm_lregion.h $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
 	$(CC) $(HOST_CFLAGS) $(CFLAGS) $(CORE_INC) $< $(BUILD)/libaqmcore.a -lrt -o $@
 
 ALL_TARGETS += $(BUILD)/aqm-fwd

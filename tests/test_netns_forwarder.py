@@ -262,3 +262,41 @@ def test_a_saturated_trace_link_uses_its_opportunities(tmp_path: Path) -> None:
         cl.wait(timeout=30)
         rep = tb.stop_forwarder(fwd)
     assert sum(rep["bytes_out"]) >= 0.65 * 24e6 * 3 / 8, rep["bytes_out"]
+
+
+@needs_netns
+def test_the_forwarder_takes_a_consumer_back_after_a_channel_error() -> None:
+    """Garbage in the consumer's index detaches the core (DualPI2 decides alone, packets
+    still flow); a consumer that attaches since gets the channel back, as aqm-host's."""
+    import time
+
+    from aqm_bridge.channel import IDX_STATE_CONS, Region
+
+    def until(cond: object, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not cond():  # type: ignore[operator]
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    shm = f"aqm-fail-{os.getpid()}"
+    with Testbed([Sender("cubic", 0)], tag=f"{os.getpid()}c") as tb:
+        # A small state ring: the core looks at the consumer's index when it seems full.
+        fwd = tb.start_forwarder(rate_mbps=10, shm=shm, extra=["--state-ring", "64"])
+        tb.udpflow_echo(5301)
+        tb.wait_listening(5301, proto="u")
+        probe = tb.udpflow_send(0, 5301, 30, mode="probe", tos=0, interval_ms=1)
+        path = Path("/dev/shm", shm)
+        with Region.open(path) as r:
+            assert r.sealed
+            r.claim_consumer()
+            until(lambda: len(r.read_states(65536)) > 0, "no states")
+            r.set_index(IDX_STATE_CONS, 0x7FFF0000)
+            until(lambda: not r.producer_up, "the forwarder never saw the garbage")
+        with Region.open(path) as again:
+            again.claim_consumer()
+            until(lambda: again.producer_up, "the forwarder never re-attached")
+            until(lambda: len(again.read_states(65536)) > 0, "no states after")
+        rep = tb.stop_forwarder(fwd)
+        probe.terminate()
+    assert rep["channel_errors"] == 1 and rep["channel_reattaches"] == 1
+    assert rep["sealed"] is True and rep["tx_fwd"] > 0

@@ -19,8 +19,9 @@
  * does).  A path is a sender-side address (--path ADDR=RTT_MS; the source
  * of forward packets, the destination of reverse ones) with its base round
  * trip, half of it each way; other packets get --rtt-ms.  The channel
- * region is a sealed memfd published as /dev/shm/NAME, as aqm-host's is,
- * which aqmllmd opens unchanged.  Nothing here waits for the daemon: a
+ * region is a sealed memfd published as /dev/shm/NAME, as aqm-host's is
+ * (aqm_lregion.h), which aqmllmd opens unchanged; after a channel error
+ * the core decides alone until a consumer attaches again.  Nothing here waits for the daemon: a
  * verdict that is not there when its packet leaves is DualPI2's to give.
  *
  * The first line on stdout is "ready" once both devices are attached (and
@@ -50,6 +51,7 @@
 #include <unistd.h>
 
 #include "aqm_core.h"
+#include "aqm_lregion.h"
 
 #define PKT_MAX		2048		/* bytes a slot holds (MTU 1500) */
 #define MAX_PATHS	16
@@ -88,13 +90,8 @@ struct samples {
 
 struct fwd {
 	struct aqm_core	*core;
-	struct aqm_chan	 chan;
-	void		*region;
-	uint64_t	 region_size;
-	char		 shm_path[160];
-	char		 link_target[64];	/* /proc/PID/fd/N */
-	int		 region_fd;
-	int		 have_link;
+	struct aqm_lregion reg;		/* the channel region, if any */
+	int		 have_reg;
 	int		 fd_fwd, fd_rev;
 	struct pkt	*pool;
 	struct ring	 freel;
@@ -584,6 +581,9 @@ run(struct fwd *f, double duration_s)
 		due = release(f, now);
 		if (now >= next_tick) {
 			aqm_tick(f->core, now);
+			if (f->have_reg)
+				(void)aqm_lregion_watch(&f->reg, f->core, now,
+				    "aqm-fwd");
 			next_tick = now + TICK_NS;
 		}
 		t = next_tick < end ? next_tick : end;
@@ -634,95 +634,14 @@ tun_attach(const char *name)
 	return (fd);
 }
 
-/* The producer's lock: an OFD write lock on byte 0, held for our life. */
-static int
-producer_lock(int fd)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_len = 1;
-	return (fcntl(fd, F_OFD_SETLK, &fl));
-}
-
-/*
- * The channel region, made as aqm-host makes its own: a memfd of the
- * region's exact size, mode 0600, sealed against shrinking and growing
- * (nobody, root included, can truncate it under the core or the daemon),
- * with the producer lock; published as /dev/shm/NAME, a link made O_EXCL
- * (symlink) to /proc/PID/fd/N, which dies with us.  A name already taken
- * is refused: a killed forwarder leaves a dangling link, which the
- * testbed (or the operator) removes.
- */
-static int
-open_region(struct fwd *f, const char *name, uint32_t se, uint32_t ve)
-{
-	char mname[160];
-	int fd;
-
-	f->region_size = aqm_chan_region_size(se, ve);
-	snprintf(f->shm_path, sizeof(f->shm_path), "/dev/shm/%s", name);
-	snprintf(mname, sizeof(mname), "aqm_llm:%s", name);
-	fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0 || fchmod(fd, 0600) != 0 ||
-	    ftruncate(fd, (off_t)f->region_size) != 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
-	    F_SEAL_SEAL) != 0 || producer_lock(fd) != 0) {
-		fprintf(stderr, "aqm-fwd: sealed region: %s\n",
-		    strerror(errno));
-		return (-1);
-	}
-	f->region_fd = fd;
-	snprintf(f->link_target, sizeof(f->link_target), "/proc/%d/fd/%d",
-	    (int)getpid(), fd);
-	if (symlink(f->link_target, f->shm_path) != 0) {
-		fprintf(stderr, "aqm-fwd: %s: %s%s\n", f->shm_path,
-		    strerror(errno), errno == EEXIST ? " (a running data "
-		    "path's region, or one a killed one left: remove it if "
-		    "none runs)" : "");
-		return (-1);
-	}
-	f->have_link = 1;
-	f->region = mmap(NULL, f->region_size, PROT_READ | PROT_WRITE,
-	    MAP_SHARED, fd, 0);
-	if (f->region == MAP_FAILED) {
-		fprintf(stderr, "aqm-fwd: mmap: %s\n", strerror(errno));
-		return (-1);
-	}
-	if (aqm_chan_init(&f->chan, f->region, f->region_size, se, ve) !=
-	    AQM_CHAN_OK) {
-		fprintf(stderr, "aqm-fwd: ring sizes %u/%u refused\n", se, ve);
-		return (-1);
-	}
-	return (0);
-}
-
-/* Remove our name, unless it now names someone else's region. */
-static void
-unpublish(struct fwd *f)
-{
-	char target[sizeof(f->link_target)];
-	ssize_t n;
-
-	if (!f->have_link)
-		return;
-	n = readlink(f->shm_path, target, sizeof(target) - 1);
-	if (n > 0) {
-		target[n] = '\0';
-		if (strcmp(target, f->link_target) == 0)
-			unlink(f->shm_path);
-	}
-}
-
 static void
 wait_consumer(struct fwd *f, double seconds)
 {
 	uint64_t until = mono_ns() + (uint64_t)(seconds * 1e9);
 
 	while (!stop_requested && mono_ns() < until &&
-	    !(aqm_load_acquire(&f->chan.hdr->flags) & AQM_CHAN_F_CONSUMER_UP))
+	    !(aqm_load_acquire(&f->reg.chan.hdr->flags) &
+	    AQM_CHAN_F_CONSUMER_UP))
 		usleep(1000);
 }
 
@@ -790,6 +709,8 @@ print_report(struct fwd *f, double wall_s, int json)
 	PF(rx_fwd); PF(rx_rev); PF(tx_fwd); PF(tx_rev); PF(ce_v4); PF(ce_v6);
 	PF(ce_already); PF(mark_not_ect); PF(not_ip); PF(oversize);
 	PF(pool_empty); PF(write_errors);
+	printf(", \"channel_reattaches\": %" PRIu64 ", \"sealed\": %s",
+	    f->reg.reattaches, f->have_reg ? "true" : "false");
 #undef PQ
 #undef PS
 #undef PF
@@ -959,11 +880,12 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if (channel) {
-		if (open_region(&f, shm, se, ve) != 0) {
+		f.have_reg = 1;
+		if (aqm_lregion_create(&f.reg, "aqm-fwd", shm, se, ve) != 0) {
 			rc = 1;
 			goto out;
 		}
-		if (aqm_attach(f.core, f.region, f.region_size, mono_ns()) !=
+		if (aqm_attach(f.core, f.reg.base, f.reg.size, mono_ns()) !=
 		    AQM_OK) {
 			fprintf(stderr, "aqm-fwd: core refused the region\n");
 			rc = 1;
@@ -986,6 +908,7 @@ main(int argc, char **argv)
 	fflush(stdout);
 out:
 	aqm_detach(f.core);
-	unpublish(&f);
+	if (f.have_reg)
+		aqm_lregion_unpublish(&f.reg);
 	return (rc);
 }
