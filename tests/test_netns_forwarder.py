@@ -30,10 +30,17 @@ def _namespaces(tag: str) -> list[str]:
             if line.startswith(f"{PREFIX}{tag}")]
 
 
-def _children() -> list[str]:
-    r = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())],
-                       capture_output=True, text=True)
-    return [line for line in r.stdout.splitlines() if "ps" not in line.split()[1:]]
+def _children() -> list[int]:
+    """This process's children (from /proc: no ps needed)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            kids.append(int(stat.parent.name))
+    return sorted(kids)
 
 
 def test_forwarder_refuses_bad_arguments_with_one_line(tmp_path: Path) -> None:
