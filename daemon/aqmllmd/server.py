@@ -354,6 +354,7 @@ class Server:
             except ChannelError as e:
                 self._channel_trouble(f"error: {e}; reattaching")
                 self._detach()
+                pending, pending_n = [], 0  # the old mapping's
                 self.stop_event.wait(self._attach_wait_s)
                 continue
             now = time.monotonic_ns()
