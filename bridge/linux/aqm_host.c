@@ -773,18 +773,28 @@ region_stale(const char *path, char *why, size_t len)
 static int
 publish(struct host *h, int (*create)(struct host *))
 {
-	char why[256];
+	char why[256], judged[128], now[128];
+	ssize_t n1, n2;
 	int tries;
 
-	for (tries = 0; tries < 2; tries++) {
+	for (tries = 0; tries < 3; tries++) {
 		if (create(h) == 0)
 			return (0);
 		if (errno != EEXIST)
 			break;
+		n1 = readlink(h->shm_path, judged, sizeof(judged));
 		if (!region_stale(h->shm_path, why, sizeof(why))) {
 			fprintf(stderr, "aqm-host: %s %s\n", h->shm_path, why);
 			return (-1);
 		}
+		/*
+		 * Another host starting now may have replaced it meanwhile:
+		 * remove only what was judged (then our create may lose the
+		 * race, and the next pass sees the winner, alive).
+		 */
+		n2 = readlink(h->shm_path, now, sizeof(now));
+		if (n1 != n2 || (n1 > 0 && memcmp(judged, now, (size_t)n1) != 0))
+			continue;
 		fprintf(stderr, "aqm-host: %s: removing a stale region (its data "
 		    "path is gone)\n", h->shm_path);
 		if (unlink(h->shm_path) != 0 && errno != ENOENT)
