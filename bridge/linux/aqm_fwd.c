@@ -892,12 +892,8 @@ main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (channel && wait_s > 0) {
-		/* The region is there: say so on stderr, then wait. */
-		fprintf(stderr, "aqm-fwd: region /dev/shm/%s, waiting up to "
-		    "%g s for a consumer\n", shm, wait_s);
+	if (channel && wait_s > 0)
 		wait_consumer(&f, wait_s);
-	}
 	printf("ready\n");
 	fflush(stdout);
 	f.start_ns = mono_ns();
