@@ -28,7 +28,6 @@ import click
 
 from aqm_bridge.demo import HOST, compare, demo_options
 
-
 #: Prepended to build/aqm-host's command line (benchmarks: ["chrt", "-f", "1"] keeps the
 #: emulated link on time on a machine busy with other work).
 HOST_PREFIX: list[str] = []
