@@ -279,3 +279,24 @@ def test_aqmllmctl_shows_the_watchdog(rig) -> None:  # noqa: ANN001
     finally:
         srv.stop_event.set()
         cp.stop()
+
+
+def test_a_disabled_watchdog_only_watches(rig) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    srv, region, tmp = rig
+    srv.watchdog.cfg = replace(srv.watchdog.cfg, enabled=False)
+    bad = load_model(hostile.write("always-drop", tmp / "d.onnx"))
+    serve_model(srv, bad)
+    drive(srv, region, windows=4)
+    st = srv.status()["watchdog"]
+    assert srv.slot.current is bad and not srv.paused
+    assert sum(st["trips"].values()) == 0 and st["last_window"]["model_signal_share"] == 1.0
+
+
+def test_the_hostile_models_command_writes_every_kind(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    r = CliRunner().invoke(hostile.main, ["--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.stem for p in (tmp_path / "m").iterdir()) == sorted(hostile.KINDS)
