@@ -1043,7 +1043,8 @@ usage(void)
 	    "         [--stress-log FILE] [--pps N] [--backlog N]\n"
 	    "         [--wait-consumer S]\n"
 	    "         [--state-ring N] [--verdict-ring N] [--keep-shm]\n"
-	    "         [--seed N] [--verdict-guard 0|1|2] [--json]\n");
+	    "         [--seed N] [--verdict-guard 0|1|2]\n"
+	    "         [--harm-budget PCT|off] [--json]\n");
 	exit(2);
 }
 
@@ -1084,6 +1085,7 @@ main(int argc, char **argv)
 		{ "keep-shm", no_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 'z' },
 		{ "verdict-guard", required_argument, NULL, 'g' },
+		{ "harm-budget", required_argument, NULL, 'H' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "load", required_argument, NULL, 'O' },
 		{ "arrivals", required_argument, NULL, 'A' },
@@ -1139,6 +1141,12 @@ main(int argc, char **argv)
 		    1e18) | 1; break;
 		case 'g': params.verdict_guard = (uint32_t)num_arg(
 		    "verdict-guard", optarg, 0, AQM_GUARD_DUALPI2); break;
+		case 'H':
+			/* "off" applies every verdict as sent: tests, experiments. */
+			params.harm_budget_pct = strcmp(optarg, "off") == 0 ?
+			    AQM_HARM_BUDGET_OFF : (uint32_t)num_arg("harm-budget",
+			    optarg, 0, AQM_HARM_BUDGET_MAX);
+			break;
 		case 'j': json = 1; break;
 		case 'O': ol.load = num_arg("load", optarg, 0.001, 100);
 		    break;
