@@ -31,7 +31,7 @@ from .config import Config
 from .contract import PROB_SUM_TOLERANCE
 from .metrics import Metrics
 from .model import Limits, Model, ModelError, TrustPolicy, load
-from .watchdog import Watchdog, WatchdogConfig
+from .watchdog import OBSERVE_EVERY_NS, Watchdog, WatchdogConfig
 
 log = logging.getLogger("aqmllmd")
 
@@ -196,6 +196,7 @@ class Server:
         self._fail_counts: dict[str, int] = {}
         self._fail_logged_at = -FAIL_LOG_EVERY_S
         self._fail_last = ""
+        self._observed_ns = 0
         metrics.watchdog_status = lambda: (self.watchdog.status(),
                                            self.pause_reason is not None)
         #: Benchmarks: called with (records given verdicts, time written) after each batch.
@@ -530,7 +531,10 @@ class Server:
         st.verdicts += written
         if written < n_live:
             st.ring_full += n_live - written
-        self.watchdog.observe(recs[:written], actions[:written])
+        self.watchdog.count(written)
+        if done - self._observed_ns >= OBSERVE_EVERY_NS:
+            self._observed_ns = done
+            self.watchdog.observe(recs[:written], actions[:written])
         # One sample per batch, its oldest record: the batch's worst latency.
         m.state_to_verdict.observe(max(0, done - int(recs["ts_ns"][0])) / 1e9)
         if self.on_batch is not None:

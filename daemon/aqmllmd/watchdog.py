@@ -42,6 +42,8 @@ MAX_CARRY_S = 10.0
 #: The `signals` test wants at least this many signals above DualPI2's expectation.
 MIN_EXCESS_SIGNALS = 10
 REASONS = ("signals", "utilisation", "failing")
+#: The serving loop looks at one batch per this long at most (Watchdog.observe).
+OBSERVE_EVERY_NS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,18 @@ class WatchdogConfig:
 class Window:
     """What one window saw, for the harm test and for status."""
 
-    states: int = 0  # states the model was asked about
-    signals: int = 0  # drop or mark verdicts it gave
+    states: int = 0  # states observed: the model's verdicts on them looked at
+    signals: int = 0  # drop or mark verdicts it gave on them
     expected: float = 0.0  # DualPI2's expected signals on the same states
+    decided: int = 0  # every state given a verdict (observed or not)
     failed: int = 0  # states of batches without verdicts (model failure)
 
     def share(self) -> tuple[float, float]:
         n = max(self.states, 1)
         return self.signals / n, self.expected / n
+
+    def total(self) -> int:
+        return max(self.decided, self.states) + self.failed
 
 
 def dualpi2_expected(recs: np.ndarray, step_ns: int) -> float:
@@ -98,14 +104,19 @@ class Watchdog:
     _window_start: float | None = None
 
     def observe(self, recs: np.ndarray, actions: np.ndarray) -> None:
-        """A batch the model decided (records and the actions written)."""
+        """A batch the model decided (records and the actions written), looked at. The
+        serving loop looks at one batch per OBSERVE_EVERY_NS at most (the shares are
+        the same; the cost, some 10 us a batch, is not) and counts all of them."""
         w = self.window
         w.states += len(actions)
         w.signals += int(np.count_nonzero(actions))
         w.expected += dualpi2_expected(recs, self.step_ns)
 
+    def count(self, n: int) -> None:
+        """n states given verdicts (observed or not)."""
+        self.window.decided += n
+
     def observe_failure(self, n: int) -> None:
-        self.window.states += n
         self.window.failed += n
 
     def reset(self) -> None:
@@ -123,15 +134,17 @@ class Watchdog:
         start = self._window_start if self._window_start is not None else now_s
         dt = max(now_s - start, 1e-6)
         w = self.window
-        if w.states < self.cfg.min_states and now_s - start < MAX_CARRY_S:
+        unseen = w.decided > 0 and w.states == 0  # verdicts, none looked at yet
+        if (w.total() < self.cfg.min_states or unseen) and now_s - start < MAX_CARRY_S:
             return None  # too little to judge: carry on into the next window
         self._window_start = now_s
         self.window = Window()
         util, capped = self._from_counters(counters, dt)
         model_share, dualpi2_share = w.share()
-        self.last = {"states": w.states, "model_signal_share": round(model_share, 4),
+        self.last = {"states": w.total(), "observed": w.states,
+                     "model_signal_share": round(model_share, 4),
                      "dualpi2_signal_share": round(dualpi2_share, 4),
-                     "failed_share": round(w.failed / max(w.states, 1), 4),
+                     "failed_share": round(w.failed / max(w.total(), 1), 4),
                      "utilisation": None if util is None else round(util, 3),
                      "verdicts_capped": capped}
         reason = self._judge(w, util)
@@ -159,9 +172,9 @@ class Watchdog:
 
     def _judge(self, w: Window, util: float | None) -> str | None:
         c = self.cfg
-        if w.states < c.min_states:
+        if w.total() < c.min_states:
             return None
-        if w.failed * 100 >= c.fail_pct * w.states:
+        if w.failed * 100 >= c.fail_pct * w.total():
             return "failing"
         model, dualpi2 = w.share()
         if (model - dualpi2 >= c.excess_pct / 100 and model >= 2 * dualpi2
@@ -176,7 +189,7 @@ class Watchdog:
         s = self.last
         util = s.get("utilisation")
         model, dualpi2 = 100 * s["model_signal_share"], 100 * s["dualpi2_signal_share"]
-        return (f"{reason}: model signalled {model:.1f} % of {s['states']} packets where "
+        return (f"{reason}: model signalled {model:.1f} % of {s['observed']} packets where "
                 f"DualPI2 would have {dualpi2:.1f} %, {100 * s['failed_share']:.0f} % without "
                 f"verdicts, utilisation "
                 f"{'unknown' if util is None else f'{100 * util:.0f} % of the best recent'}")
