@@ -52,21 +52,25 @@ def _trips(status: dict[str, Any] | None) -> dict[str, Any]:
             "served_at_end": status["model"]["version"], "paused_at_end": status["paused"]}
 
 
-def main_job(models: dict[str, str], duration: float, tmp: Path,
-             run: int = 0) -> list[dict[str, Any]]:
+def main_job(models: dict[str, str], duration: float, tmp: Path, run: int = 0,
+             budget_off: bool = False) -> list[dict[str, Any]]:
     args = main_job_args(duration)
     rows = [{"load": "main job", "model": "DualPI2 alone", "watchdog": "-", "run": run,
-             "delivered_mbps": run_host(args, False)["delivered_mbps"]}]
+             "budget": "-", "delivered_mbps": run_host(args, False)["delivered_mbps"]}]
     off = tmp / "watchdog-off.toml"
     off.write_text("[watchdog]\nenabled = false\n")
+    setups = [(True, True), (False, True)] + ([(True, False), (False, False)]
+                                              if budget_off else [])
     for name, path in models.items():
-        for watchdog in (True, False):
-            if name == "default" and not watchdog:
+        for watchdog, budget in setups:
+            if name == "default" and not (watchdog and budget):
                 continue
             report, status = run_with_daemon(
-                args, model=path, daemon_args=[] if watchdog else ["-c", str(off)],
+                args + ([] if budget else ["--harm-budget", "off"]), model=path,
+                daemon_args=[] if watchdog else ["-c", str(off)],
                 log=tmp / f"{name}-{watchdog}.log")
             rows.append({"load": "main job", "model": name, "run": run,
+                         "budget": "on" if budget else "off",
                          "watchdog": "on" if watchdog else "off",
                          "delivered_mbps": report["delivered_mbps"],
                          "model_share": report["model_share"],
@@ -131,11 +135,14 @@ def ns3(models: dict[str, str], duration: float, tmp: Path) -> list[dict[str, An
                    "that other work on the machine does not slow the emulated link")
 @click.option("--runs", default=1, show_default=True,
               help="main job: repeat DualPI2 alone and every model this many times")
+@click.option("--budget-off/--no-budget-off", default=False, show_default=True,
+              help="main job: also with the core's harm budget off (aqm-host "
+                   "--harm-budget off), the watchdog alone and neither")
 @click.option("--tcp/--no-tcp", default=False, show_default=True,
               help="also the real-TCP main job through aqm-fwd (root, namespaces)")
 @click.option("--json", "as_json", is_flag=True)
 def main(duration: float, sim_duration: float, only: tuple[str, ...], realtime: bool,
-         runs: int, tcp: bool, as_json: bool) -> None:
+         runs: int, budget_off: bool, tcp: bool, as_json: bool) -> None:
     """Delivered rate with wrong models in the loop, against DualPI2 alone."""
     from aqmllmd import demo
 
@@ -150,7 +157,8 @@ def main(duration: float, sim_duration: float, only: tuple[str, ...], realtime: 
         models.update({k: str(hostile.write(k, tmp / f"{k}.onnx")) for k in HOSTILE})
         if only:
             models = {k: v for k, v in models.items() if k in only}
-        rows = [r for i in range(runs) for r in main_job(models, duration, tmp, i)]
+        rows = [r for i in range(runs)
+                for r in main_job(models, duration, tmp, i, budget_off)]
         if tcp:
             rows += real_tcp(models, duration)
         if sim_duration > 0:
@@ -166,7 +174,8 @@ def main(duration: float, sim_duration: float, only: tuple[str, ...], realtime: 
         extra = ""
         if r.get("watchdog_trips") is not None:
             extra = f"  trips {r['watchdog_trips']} {r.get('watchdog_action', '')}"
-        click.echo(f"{r['load']:<24} {r['model']:<14} watchdog {r['watchdog']:<3} "
+        click.echo(f"{r['load']:<24} {r['model']:<14} budget {r.get('budget', 'on'):<3} "
+                   f"watchdog {r['watchdog']:<3} "
                    f"{r['delivered_mbps']:7.2f} Mbit/s {share:6.1f} %  capped "
                    f"{r.get('verdicts_capped', 0)}{extra}")
 
