@@ -295,3 +295,23 @@ def test_status_says_which_data_path_is_served(plane) -> None:  # noqa: ANN001
     idle = struct.pack("<4IQiI2Q2IQ", 2, 4096, 4096, 0, 1 << 20, -1, 0, 0, 0, 0, 0, 0)
     assert parse_info(idle, 1) == {"scheduler": None, "instance": None,
                                    "reattached_s_ago": None, "reattaches": 0}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-e", "garbage", "status"], "want ipc://PATH"),
+    (["--timeout", "-1", "status"], "not in the range"),
+    (["watch", "--interval", "-1"], "not in the range"),
+    (["watch", "--count", "-1"], "not in the range"),
+])
+def test_aqmllmctl_refuses_bad_options_in_one_line(args: list[str], message: str) -> None:
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code in (1, 2) and message in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_aqmllmctl_watch_at_interval_zero(plane) -> None:  # noqa: ANN001
+    cp, _, _ = plane
+    r = CliRunner().invoke(cli, ["-e", cp.endpoint, "watch", "--count", "3",
+                                 "--interval", "0"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("states/s") == 2

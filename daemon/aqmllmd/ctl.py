@@ -24,8 +24,13 @@ class Client:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
         self._sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
-        self._sock.connect(endpoint)
         self.endpoint = endpoint
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as e:
+            self._sock.close(linger=0)
+            raise click.ClickException(f"endpoint {endpoint!r}: {e.strerror}; want "
+                                       "ipc://PATH or tcp://HOST:PORT") from e
 
     def raw(self, frame: bytes) -> dict[str, Any]:
         try:
@@ -60,7 +65,8 @@ def _emit(obj: Any, as_json: bool, prefix: str = "") -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-e", "--endpoint", default=DEFAULT_CONTROL, show_default=True,
               envvar="AQMLLMD_CONTROL", help="aqmllmd's control endpoint")
-@click.option("--timeout", default=TIMEOUT_MS, show_default=True, help="milliseconds")
+@click.option("--timeout", default=TIMEOUT_MS, show_default=True,
+              type=click.IntRange(1, 3_600_000), help="milliseconds")
 @click.pass_context
 def cli(ctx: click.Context, endpoint: str, timeout: int) -> None:
     """Control a running aqmllmd."""
@@ -162,12 +168,15 @@ def reload(client: Client) -> None:
 
 
 @cli.command()
-@click.option("--interval", default=1.0, show_default=True, help="seconds")
-@click.option("--count", default=0, help="stop after this many screens (0: never)")
+@click.option("--interval", default=1.0, show_default=True,
+              type=click.FloatRange(0.0, 3600.0), help="seconds")
+@click.option("--count", default=0, type=click.IntRange(0, None),
+              help="stop after this many screens (0: never)")
 @click.pass_obj
 def watch(client: Client, interval: float, count: int) -> None:
     """A live view: rates, verdict share, fallback share, latency."""
     prev: dict[str, Any] | None = None
+    prev_t = 0.0
     shown = 0
     while True:
         s = client.call("status")
@@ -176,8 +185,9 @@ def watch(client: Client, interval: float, count: int) -> None:
         click.echo(f"aqmllmd  model {s['model']['version']}  "
                    f"{'PAUSED  ' if s['paused'] else ''}data path "
                    f"{'up' if s['data_path_up'] else 'down'}")
+        now = time.monotonic()
         if prev is not None:
-            dt = interval
+            dt = max(now - prev_t, 1e-3)
             click.echo(f"states/s   {(s['states'] - prev['states']) / dt:12.0f}")
             click.echo(f"verdicts/s {(s['verdicts'] - prev['verdicts']) / dt:12.0f}")
         decided = dp.get("decisions_model", 0) + dp.get("decisions_fallback", 0)
@@ -193,7 +203,7 @@ def watch(client: Client, interval: float, count: int) -> None:
                        f"DualPI2 {100 * last['dualpi2_signal_share']:.2f} %, trips "
                        f"{sum(wd['trips'].values())}"
                        + (f"   PAUSED: {s['pause_reason']}" if s.get("pause_reason") else ""))
-        prev = s
+        prev, prev_t = s, now
         shown += 1
         if count and shown >= count:
             return
