@@ -315,3 +315,18 @@ def test_aqmllmctl_watch_at_interval_zero(plane) -> None:  # noqa: ANN001
                                  "--interval", "0"])
     assert r.exit_code == 0, r.output
     assert r.output.count("states/s") == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "huge"])
+def test_a_configuration_that_is_not_a_small_regular_file(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "c.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match="not a regular file|over|Is a directory"):
+        load(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import stat
 import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -79,7 +80,7 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+            raw = tomllib.loads(_read_config(Path(path)).decode("utf-8"))
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
         except UnicodeDecodeError as e:
@@ -99,6 +100,29 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
     cfg = replace(Config(), **{k: _coerce(k, v) for k, v in values.items()})
     check(cfg)
     return cfg
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: Path) -> bytes:
+    """A regular file's bytes, at most MAX_CONFIG_BYTES (a FIFO or /dev/zero would hold
+    the daemon, at start or on SIGHUP)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {st.st_size} bytes, over {MAX_CONFIG_BYTES}")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: grew past {MAX_CONFIG_BYTES} bytes while being read")
+    return data
 
 
 def _coerce(name: str, value: Any) -> Any:
