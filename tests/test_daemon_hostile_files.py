@@ -157,3 +157,11 @@ def test_wrong_but_valid_models_pass_validation(tmp_path: Path, kind: str) -> No
     """These are valid distributions everywhere: the contract cannot refuse them; the
     core's harm budget and the daemon's watchdog bound what they cost."""
     assert load(hostile.write(kind, tmp_path / f"{kind}.onnx")).version == f"hostile-{kind}"
+
+
+@pytest.mark.parametrize("path", [f"/proc/{os.getpid()}/mem", "/a\x00b.onnx", "/dev/zero",
+                                  "/", f"/proc/{os.getpid()}/environ"])
+def test_odd_files_are_refused_by_name(path: str) -> None:
+    with pytest.raises(ModelError, match="cannot read|NUL byte|not a regular file|not a "
+                                         "readable ONNX|symbolic link"):
+        load(path)

@@ -67,6 +67,8 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     could be swapped under the daemon's checks by whoever owns the directory it sits
     in: refused, naming the link, and so is '..'.
     """
+    if "\x00" in os.fspath(path):
+        raise ModelError(f"{os.fspath(path)[:200]!r}: NUL byte in the model path")
     path = Path(path)
     if ".." in path.parts:
         raise ModelError(f"{path}: '..' in the model path; give it without")
@@ -105,7 +107,10 @@ def check_file(path: Path, trust: TrustPolicy) -> bytes:
         if st.st_size > contract.MAX_MODEL_BYTES:
             raise ModelError(f"{path}: {st.st_size} bytes, over the "
                              f"{contract.MAX_MODEL_BYTES} byte limit")
-        data = f.read(contract.MAX_MODEL_BYTES + 1)
+        try:
+            data = f.read(contract.MAX_MODEL_BYTES + 1)
+        except OSError as e:
+            raise ModelError(f"{path}: cannot read: {e.strerror}") from e
     if len(data) > contract.MAX_MODEL_BYTES:
         raise ModelError(f"{path}: grew past the size limit while being read")
     return data
