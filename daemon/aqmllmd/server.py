@@ -511,7 +511,11 @@ class Server:
         m.infer.observe(elapsed / 1e9)
         # The sum is finite if and only if every value is (values of a few rows: no
         # overflow unless the model is broken anyway).
-        if probs.shape != (n_live, 3) or not np.isfinite(probs.sum(dtype=np.float64)):
+        if probs.shape != (n_live, 3):
+            self._failed("invalid", f"model {model.version} gave output of shape "
+                         f"{probs.shape} for {n_live} states", n_live)
+            return
+        if not np.isfinite(probs.sum(dtype=np.float64)):
             self._failed("nan", f"model {model.version} gave non-finite output", n_live)
             return
         if (probs.min() < 0 or probs.max() > 1 or np.abs(probs.sum(axis=1) - 1).max()
