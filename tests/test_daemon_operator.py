@@ -170,23 +170,44 @@ def test_params_set_out_of_range_is_one_line(plane) -> None:  # noqa: ANN001
 
 
 def test_new_params_reach_the_data_path(plane, tmp_path: Path) -> None:  # noqa: ANN001
-    """ABI v2's parameters pass through `aqmllmctl params` by name."""
-    cp, client, server = plane
-    from aqm_bridge.core import PARAM_NAMES
+    """ABI v2's parameters pass through `aqmllmctl params` by name, to a real core
+    answering the mailbox at its ticks."""
+    import threading
 
+    from aqm_bridge.core import PARAM_NAMES, Core
+
+    cp, client, server = plane
     region = Region.create(f"aqm-test-params-{os.getpid()}", 64, 64)
+    core = Core(seed=1)
+    core.attach(region)
+    stop = threading.Event()
+
+    def data_path() -> None:
+        t = 0
+        while not stop.is_set():
+            t += 1000
+            core.tick(t)
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=data_path)
+    thread.start()
     try:
         server.region = region
         got = client.call("params_get")
         assert set(got) == set(PARAM_NAMES)
-        for name in ("step_thresh_pkts", "min_qlen_step", "harm_budget_pct"):
-            assert name in got
         r = CliRunner().invoke(cli, ["-e", cp.endpoint, "params", "set",
-                                     "harm_budget_pct=150"])
-        # No data path answers the mailbox here: the name is accepted, the request
-        # times out waiting for one (a refused name would say "unknown").
-        assert "unknown" not in r.output
+                                     "harm_budget_pct=150", "step_thresh_pkts=4",
+                                     "min_qlen_step=2"])
+        assert r.exit_code == 0, r.output
+        now = client.call("params_get")
+        assert (now["harm_budget_pct"], now["step_thresh_pkts"], now["min_qlen_step"]) == \
+            (150, 4, 2)
+        r = CliRunner().invoke(cli, ["-e", cp.endpoint, "params", "set",
+                                     "harm_budget_pct=5000"])
+        assert r.exit_code == 1 and "refused" in r.output
     finally:
+        stop.set()
+        thread.join()
         server.region = None
         region.close(unlink=True)
 
