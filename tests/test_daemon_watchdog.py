@@ -105,7 +105,7 @@ def test_a_harmful_model_is_rolled_back(rig, kind: str,  # noqa: ANN001
     bad = load_model(hostile.write(kind, tmp / f"{kind}.onnx"))
     serve_model(srv, bad)
     with caplog.at_level(logging.WARNING, logger="aqmllmd"):
-        drive(srv, region, windows=3)
+        drive(srv, region, windows=1)  # decisive: one window
     assert srv.slot.current is good, "rolled back to the previous model"
     st = srv.status()["watchdog"]
     assert st["trips"]["signals"] == 1 and st["quarantined"] == [f"hostile-{kind}"]
@@ -160,7 +160,7 @@ def test_the_safe_model_is_the_fallback_when_previous_harms_too(rig) -> None:  #
     drop = load_model(hostile.write("always-drop", tmp / "d.onnx"))
     serve_model(srv, mark)
     serve_model(srv, drop)  # previous = always-mark
-    drive(srv, region, windows=3, length=200)  # drop trips: back to always-mark
+    drive(srv, region, windows=1, length=200)  # drop trips: back to always-mark
     assert srv.slot.current.version == "hostile-always-mark"
     drive(srv, region, windows=3, length=200)  # mark trips: drop is quarantined -> safe
     assert srv.slot.current is safe
@@ -217,10 +217,15 @@ def test_watchdog_metrics_are_exported(rig) -> None:  # noqa: ANN001
 def test_window_judgement() -> None:
     wd = Watchdog(WatchdogConfig(windows=2, min_states=10))
     s = dualpi2_like_states(100)
-    for _ in range(2):
-        wd.observe(s, np.full(100, 2))
-        reason = wd.close_window(time.monotonic(), None)
-    assert reason == "signals"
+    # 30 points above DualPI2 over 50 states: two windows in a row.
+    acts = np.where(np.arange(50) % 3 == 0, 2, 0)
+    wd.observe(s[:50], acts)
+    assert wd.close_window(time.monotonic(), None) is None and wd.strikes == 1
+    wd.observe(s[:50], acts)
+    assert wd.close_window(time.monotonic(), None) == "signals"
+    # Everything marked over 100 states: one window is enough.
+    wd.observe(s, np.full(100, 2))
+    assert wd.close_window(time.monotonic(), None) == "signals"
     wd.observe(s[:5], np.full(5, 2))  # too few states to judge
     assert wd.close_window(time.monotonic(), None) is None and wd.strikes == 0
 

@@ -20,7 +20,8 @@ next (up to `MAX_CARRY_S`), so a model that starves the link of packets (an alwa
 model leaves TCP a few retransmissions a second) is judged once enough have come; the
 `signals` test also wants the model's excess to be at least `MIN_EXCESS_SIGNALS`
 packets, so that a handful of packets cannot condemn a model by chance.
-`windows` consecutive harmful windows trip it:
+`windows` consecutive harmful windows trip it (one window does when the model signals
+at least 50 points above DualPI2's share over at least 100 states looked at):
 the model is quarantined (by sha256) and, with `action = "rollback"`, the previous model
 (or the packaged default) serves from the next batch; with `action = "pause"`, or when
 no model is left that was not quarantined, the data path is paused (DualPI2 decides
@@ -41,6 +42,10 @@ PROB_ONE = float(0xFFFFFFFF)
 MAX_CARRY_S = 10.0
 #: The `signals` test wants at least this many signals above DualPI2's expectation.
 MIN_EXCESS_SIGNALS = 10
+#: A window this far above DualPI2's share, over at least DECISIVE_STATES looked-at
+#: states, trips at once rather than after `windows` windows.
+DECISIVE_EXCESS = 0.5
+DECISIVE_STATES = 100
 REASONS = ("signals", "utilisation", "failing")
 #: The serving loop looks at one batch per this long at most (Watchdog.observe).
 OBSERVE_EVERY_NS = 1_000_000
@@ -149,7 +154,10 @@ class Watchdog:
                      "verdicts_capped": capped}
         reason = self._judge(w, util)
         self.strikes = self.strikes + 1 if reason else 0
-        if reason and self.strikes >= self.cfg.windows:
+        model, dualpi2 = w.share()
+        decisive = (reason == "signals" and w.states >= DECISIVE_STATES
+                    and model - dualpi2 >= DECISIVE_EXCESS)
+        if reason and (self.strikes >= self.cfg.windows or decisive):
             self.strikes = 0
             return reason
         return None
