@@ -305,3 +305,31 @@ def test_the_hostile_models_command_writes_every_kind(tmp_path: Path) -> None:
     r = CliRunner().invoke(hostile.main, ["--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert sorted(p.stem for p in (tmp_path / "m").iterdir()) == sorted(hostile.KINDS)
+
+
+def test_utilisation_judgement() -> None:
+    """A model that signals moderately more than DualPI2 (5 % against 1 %: under the
+    `signals` test's 10 points) while the delivered rate falls to half its best."""
+    wd = Watchdog(WatchdogConfig(windows=2, min_states=10))
+    s = dualpi2_like_states(200, p_c=0.01, p_cl=0.01)
+    acts = np.where(np.arange(200) % 20 == 0, 2, 0)  # 5 %
+    t = 1000.0
+
+    def window(sent_bytes: int) -> str | None:
+        nonlocal t
+        t += 0.25
+        wd.observe(s, acts)
+        counters["bytes_out"] = [counters["bytes_out"][0] + sent_bytes, 0]
+        return wd.close_window(t, dict(counters))
+
+    counters = {"bytes_out": [0, 0]}
+    wd._window_start = t
+    assert window(3_000_000) is None  # first counters: no rate yet
+    assert window(3_000_000) is None and wd.last["utilisation"] == 1.0  # the best
+    assert window(1_500_000) is None and wd.strikes == 1  # half of it: one strike
+    assert window(1_500_000) == "utilisation"
+    # The same rate fall with a model that signals like DualPI2 is left alone.
+    wd2 = Watchdog(WatchdogConfig(windows=1, min_states=10))
+    wd2.observe(s, np.zeros(200, np.uint32))
+    wd2._peak_bps, wd2._prev_counters = 1e9, {"bytes_out": [0, 0]}
+    assert wd2.close_window(time.monotonic(), {"bytes_out": [1000, 0]}) is None
