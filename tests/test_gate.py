@@ -69,12 +69,17 @@ def test_the_standard_error_is_never_zero() -> None:
     model["c_p99_ms"][0] -= 1.0
     details = gate_details(_rows("a", "dualpi2", base) + _rows("a", "llm", model))
     c = next(r for r in details if r["figure"] == "c_p99_ms")
-    assert c["standard_error"] > 0.4 and not c["better"]
+    assert c["pooled_standard_error"] > 0.4 and not c["better"]
     # Both deterministic and identical: a constant difference is never a gain.
     flat = {k: [BASE[k]] * 10 for k in FIG}
     lower = {**flat, "c_p99_ms": [BASE["c_p99_ms"] - 1] * 10}
     d = gate_details(_rows("a", "dualpi2", flat) + _rows("a", "llm", lower))
-    assert all(r["standard_error"] == 0 and not r["better"] and r["non_inferior"] for r in d)
+    assert all(r["pooled_standard_error"] == 0 and not r["better"] and r["non_inferior"]
+               for r in d)
+    # A model that ties DualPI2 on every seed does no harm, however noisy DualPI2 is.
+    tie = gate_details(_rows("a", "dualpi2", base) + _rows("a", "llm", base))
+    assert all(r["non_inferior"] and r["standard_error"] == 0 and not r["better"]
+               for r in tie)
 
 
 def test_too_few_seeds_cannot_pass() -> None:
@@ -106,7 +111,7 @@ def test_a_real_gain_on_one_scenario_passes_most_of_the_time() -> None:
     rng = random.Random(6)
     trials = 100
     passed = sum(not gate(_suite(rng, {"c_p99_ms": -8.0})) for _ in range(trials))
-    assert passed / trials >= 0.7  # 0.77 measured: the 68 bounds cost some power
+    assert passed / trials >= 0.7  # 0.80 measured: the 68 bounds cost some power
 
 
 def test_a_run_whose_verdicts_timed_out_is_not_judged() -> None:

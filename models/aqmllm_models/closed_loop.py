@@ -235,11 +235,12 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 #:   each p99 (L4S, classic) upper bound <= P99_MARGIN x DualPI2's mean p99;
 #: - measurably better somewhere: one-sided paired t-tests of "better" for every figure
 #:   of every scenario, Holm-corrected over that whole family at ALPHA;
-#: - standard errors never zero: the variance of the differences is pooled with 2 x
-#:   DualPI2's own seed-to-seed variance (what a model that only re-draws DualPI2's
-#:   noise would show), so exact ties on most seeds do not make any difference
-#:   "measurable"; where both are zero the difference is a constant, which counts for
-#:   the margins but never as a gain;
+#: - the bounds use the paired differences' own standard error (a model that ties
+#:   DualPI2 on every seed does no harm); the tests of "better" pool that variance with
+#:   2 x DualPI2's own seed-to-seed variance (what a model that only re-draws DualPI2's
+#:   noise would show), so their standard error is never zero and exact ties on most
+#:   seeds cannot make a gain "measurable"; where both are zero the difference is a
+#:   constant, which counts for the margins but never as a gain;
 #: - at least MIN_SEEDS paired seeds per scenario.
 #:
 #: A model with no effect passes at most ALPHA of the time (tests/test_gate.py simulates
@@ -342,12 +343,17 @@ def gate_details(rows: list[dict[str, Any]], baseline: str = "dualpi2",
             d = [mod[s][key] - base[s][key] for s in seeds]
             bmean = sum(b) / n
             mean = sum(d) / n
-            # Pooled: the differences' own variance and the one a re-draw of DualPI2's
-            # noise would give (2 x its variance), averaged; float dust counts as 0.
-            sd = math.sqrt((_sd(d) ** 2 + 2 * _sd(b) ** 2) / 2)
-            if sd <= 1e-9 * (abs(bmean) + 1):
-                sd = 0.0
-            se = sd / math.sqrt(n)
+            # The bound: the differences' own standard error (exact ties on every seed
+            # are no harm). The test of "better": pooled with the variance a re-draw of
+            # DualPI2's noise would give (2 x its own), so ties cannot make a gain.
+            # Float dust counts as 0.
+            dust = 1e-9 * (abs(bmean) + 1)
+            own = _sd(d)
+            own = 0.0 if own <= dust else own
+            pooled = math.sqrt((_sd(d) ** 2 + 2 * _sd(b) ** 2) / 2)
+            pooled = 0.0 if pooled <= dust else pooled
+            se = own / math.sqrt(n)
+            se_pooled = pooled / math.sqrt(n)
             lower = LOWER_IS_BETTER[key]
             if key == "utilisation":
                 margin = -(1 - UTIL_RATIO) * bmean
@@ -360,13 +366,14 @@ def gate_details(rows: list[dict[str, Any]], baseline: str = "dualpi2",
             if se == 0:
                 bound = mean
             harm_ok = n >= MIN_SEEDS and (bound <= margin if lower else bound >= margin)
-            if se == 0 or n < 2:
+            if se_pooled == 0 or n < 2:
                 p = 1.0
             else:
-                p = t_sf((-mean if lower else mean) / se, n - 1)
+                p = t_sf((-mean if lower else mean) / se_pooled, n - 1)
             out.append({"scenario": scenario, "figure": key, "seeds": n,
                         "baseline_mean": bmean, "model_mean": bmean + mean,
-                        "mean_difference": mean, "standard_error": se, "bound": bound,
+                        "mean_difference": mean, "standard_error": se,
+                        "pooled_standard_error": se_pooled, "bound": bound,
                         "margin": margin, "non_inferior": harm_ok, "p_better": p})
     for r, rej in zip(out, holm([r["p_better"] for r in out]), strict=True):
         r["better"] = rej
@@ -411,13 +418,14 @@ def gate(rows: list[dict[str, Any]], baseline: str = "dualpi2") -> list[str]:
 
 def gate_table(rows: list[dict[str, Any]], baseline: str = "dualpi2") -> str:
     lines = ["| scenario | figure | DualPI2 | model | difference ± s.e. | bound | margin "
-             "| non-inferior | p (better) | better (Holm) |", "|---|---|---|---|---|---|---|"
-             "---|---|---|"]
+             "| non-inferior | pooled s.e. | p (better) | better (Holm) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in gate_details(rows, baseline):
         lines.append(f"| {r['scenario']} | {r['figure']} | {r['baseline_mean']:.3f} | "
                      f"{r['model_mean']:.3f} | {r['mean_difference']:+.3f} ± "
                      f"{r['standard_error']:.3f} | {r['bound']:+.3f} | {r['margin']:+.3f} | "
-                     f"{'yes' if r['non_inferior'] else '**no**'} | {r['p_better']:.2g} | "
+                     f"{'yes' if r['non_inferior'] else '**no**'} | "
+                     f"{r['pooled_standard_error']:.3f} | {r['p_better']:.2g} | "
                      f"{'yes' if r['better'] else ''} |")
     return "\n".join(lines)
 
