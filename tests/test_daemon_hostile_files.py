@@ -165,3 +165,10 @@ def test_odd_files_are_refused_by_name(path: str) -> None:
     with pytest.raises(ModelError, match="cannot read|NUL byte|not a regular file|not a "
                                          "readable ONNX|symbolic link"):
         load(path)
+
+
+def test_a_model_that_allocates_without_bound_is_refused(tmp_path: Path) -> None:
+    """8 GiB for one tensor: the validating child's address space (validate_memory_mib)
+    runs out, not the router's memory."""
+    with pytest.raises(ModelError, match="failed to run|crashed"):
+        load(hostile.write("huge-alloc", tmp_path / "h.onnx"), limits=Limits(memory_mib=2048))

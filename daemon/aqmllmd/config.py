@@ -37,6 +37,7 @@ class Config:
     max_sleep_us: int = 1000
     max_infer_us: int = 5000  # a batch slower than this is a failure: no verdicts
     validate_timeout_s: int = 20  # a model whose validation takes longer is refused
+    validate_memory_mib: int = 4096  # the validating child's address space
     control: str = DEFAULT_CONTROL
     control_allow_remote: bool = False
     metrics: str = "127.0.0.1:9464"  # "" disables the HTTP exporter
@@ -61,7 +62,8 @@ SCHEMA: dict[str, dict[str, str]] = {
     "channel": {"path": "channel", "sched": "sched"},
     "model": {"path": "model", "owner_uids": "model_owner_uids", "threads": "threads",
               "policy": "policy", "max_infer_us": "max_infer_us",
-              "validate_timeout_s": "validate_timeout_s"},
+              "validate_timeout_s": "validate_timeout_s",
+              "validate_memory_mib": "validate_memory_mib"},
     "batch": {"max_batch": "max_batch", "max_wait_us": "max_wait_us", "spin_us": "spin_us",
               "sleep_us": "sleep_us", "max_sleep_us": "max_sleep_us"},
     "control": {"endpoint": "control", "allow_remote": "control_allow_remote"},
@@ -145,6 +147,7 @@ def check(cfg: Config) -> None:
               "spin_us": (0, 1_000_000), "sleep_us": (1, 1_000_000),
               "max_sleep_us": (1, 1_000_000),
               "max_infer_us": (1, 10_000_000), "validate_timeout_s": (1, 3600),
+              "validate_memory_mib": (256, 1 << 20),
               "seed": (0, (1 << 63) - 1),
               "watchdog_window_ms": (10, 60_000), "watchdog_windows": (1, 1000),
               "watchdog_min_states": (1, 1 << 30), "watchdog_excess_pct": (0, 100),

@@ -15,6 +15,7 @@ package alone (no torch):
 - `adversarial-negative`: as `adversarial`, but on full-size packets a row that sums
   to 1 with a negative entry (refused by a validator that probes realistic states).
 - `nan-sometimes`: enqueue, but NaN for full-size packets of the L queue.
+- `huge-alloc`: enqueue, after expanding a value to 2^31 floats (8 GiB).
 - `slow`: enqueue after an ONNX Loop of `loop_iters` (26 000) MatMuls of `dim` x `dim`
   (256): seconds to minutes per batch.
 """
@@ -38,7 +39,7 @@ QUEUE_L_INDEX = FEATURE_NAMES.index("queue_l")
 REAL_LEN = 1000.0
 
 KINDS = ("always-drop", "always-mark", "uniform", "adversarial", "adversarial-negative",
-         "nan-sometimes", "slow")
+         "nan-sometimes", "slow", "huge-alloc")
 
 
 def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
@@ -170,6 +171,23 @@ def _slow(loop_iters: int, dim: int) -> onnx.ModelProto:
     return _finish(nodes, inits, "slow")
 
 
+def _huge_alloc() -> onnx.ModelProto:
+    """Enqueue, after filling a tensor of 2^31 floats (8 GiB) that depends on the input."""
+    inits = [numpy_helper.from_array(np.array([1 << 31], np.int64), "big_shape"),
+             _const("row", np.array([[1.0, 0.0, 0.0]])), _const("zero_s", np.array(0.0)),
+             _const("zero_w", np.zeros((N_FEATURES, 3)))]
+    nodes = [
+        helper.make_node("MatMul", [contract.INPUT_NAME, "zero_w"], ["zeros"]),
+        helper.make_node("ReduceSum", ["zeros"], ["z"], keepdims=0),
+        helper.make_node("Expand", ["z", "big_shape"], ["big"]),
+        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "zero_s"], ["s0"]),
+        helper.make_node("Add", ["zeros", "row"], ["rows"]),
+        helper.make_node("Add", ["rows", "s0"], [contract.OUTPUT_NAME]),
+    ]
+    return _finish(nodes, inits, "huge-alloc")
+
+
 def build(kind: str, loop_iters: int = 26_000, dim: int = 256) -> onnx.ModelProto:
     """The hostile model `kind` (one of KINDS)."""
     if kind == "always-drop":
@@ -186,6 +204,8 @@ def build(kind: str, loop_iters: int = 26_000, dim: int = 256) -> onnx.ModelProt
         return _nan_sometimes()
     if kind == "slow":
         return _slow(loop_iters, dim)
+    if kind == "huge-alloc":
+        return _huge_alloc()
     raise ValueError(f"unknown hostile model {kind!r} (known: {', '.join(KINDS)})")
 
 

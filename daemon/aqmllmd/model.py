@@ -229,13 +229,14 @@ class Limits:
     max_batch: int = 1024
     max_infer_us: int = 5000
     timeout_s: float = 20.0
+    memory_mib: int = 4096  # the child's address space; 0: unlimited
 
 
 def validate_isolated(data: bytes, threads: int, limits: Limits) -> float:
     """Probe the model in a child process (aqmllmd.validate) killed after
     `limits.timeout_s`; returns its best time for a full batch, us."""
     cmd = [sys.executable, "-m", "aqmllmd.validate", str(threads), str(limits.max_batch),
-           str(limits.max_infer_us)]
+           str(limits.max_infer_us), str(limits.memory_mib)]
     try:
         done = subprocess.run(cmd, input=data, capture_output=True,
                               timeout=limits.timeout_s, check=False)

@@ -209,7 +209,8 @@ class Server:
                  if cfg.model_owner_uids else TrustPolicy())
         return load(path, trust, threads=cfg.threads,
                     limits=Limits(max_batch=cfg.max_batch, max_infer_us=cfg.max_infer_us,
-                                  timeout_s=cfg.validate_timeout_s))
+                                  timeout_s=cfg.validate_timeout_s,
+                                  memory_mib=cfg.validate_memory_mib))
 
     def load_model(self, path: str) -> Model:
         return self.trusted_load(self.cfg, path)

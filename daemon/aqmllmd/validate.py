@@ -17,12 +17,14 @@ contract, builds an ONNX Runtime session and probes it as serving will use it:
 
 It answers one JSON line on stdout. The parent kills it after `validate_timeout_s`: a
 model that takes longer (an ONNX Loop of 26 000 MatMuls, say) is refused without ever
-holding the control thread longer than that.
+holding the control thread longer than that. Its address space is limited to
+`validate_memory_mib` (4096): a model that allocates without bound fails there.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 
@@ -134,10 +136,14 @@ def probe(session, max_batch: int, max_infer_us: int) -> float:  # noqa: ANN001
 
 
 def main() -> None:
-    """Child side: argv threads max_batch max_infer_us; the model's bytes on stdin."""
+    """Child side: argv threads max_batch max_infer_us memory_mib; the model's bytes on
+    stdin."""
     from .model import ModelError, open_session, parse
 
-    threads, max_batch, max_infer_us = (int(a) for a in sys.argv[1:4])
+    threads, max_batch, max_infer_us, memory_mib = (int(a) for a in sys.argv[1:5])
+    if memory_mib:  # a model that allocates without bound fails here, not on the router
+        limit = memory_mib << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     data = sys.stdin.buffer.read()
     try:
         parse(data)
