@@ -14,9 +14,10 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ns3") is None,
                                 reason="the ns3 wheel (sim extra) is not installed")
 
 FLOWS = [{"cc": "dctcp", "rtt_ms": 20}, {"cc": "cubic", "rtt_ms": 20}]
-# The verdicts alone (no guard), so that every decision is the model's or a late one's.
+# The verdicts alone (no guard, no harm budget), so that every decision is the model's or
+# a late one's.
 SMALL = parse({"name": "small", "rate_mbps": 10, "duration_s": 5, "flows": FLOWS,
-               "dualpi2": {"verdict_guard": "none"}})
+               "dualpi2": {"verdict_guard": "none", "harm_budget_pct": "off"}})
 
 
 def test_simulated_time_waits_for_every_verdict() -> None:

@@ -77,7 +77,8 @@ def test_sweep_runs_everything_in_parallel(tmp_path: Path) -> None:
 def test_recording_under_the_model_in_the_loop(tmp_path: Path) -> None:
     from aqmllm_sim.dataset import load_rows
 
-    r = run(parse({**TINY, "dualpi2": {"verdict_guard": "none"}}), "llm",
+    r = run(parse({**TINY, "dualpi2": {"verdict_guard": "none", "harm_budget_pct": "off"}}),
+            "llm",
             record=tmp_path / "rows.bin")
     rows = load_rows(tmp_path / "rows.bin")
     assert r["recorded"] == len(rows) > 1000

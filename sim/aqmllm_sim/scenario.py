@@ -77,6 +77,8 @@ GUARDS = VERDICT_GUARDS  # aqm_params.verdict_guard
 #: The core's bounds (kmod/core/aqm_core.h: AQM_LIMIT_PKTS_MAX, AQM_HARM_BUDGET_*).
 LIMIT_PKTS_MAX = 16383
 HARM_BUDGET_DEFAULT, HARM_BUDGET_MAX = 200, 1000
+#: harm_budget_pct = "off": verdicts applied as sent (verdict-mechanics tests, experiments).
+HARM_BUDGET_OFF = 0xFFFFFFFF
 
 
 class ScenarioError(Exception):
@@ -341,8 +343,9 @@ def parse(data: dict[str, Any], origin: str = "scenario", base: Path | None = No
                          core.get("step_thresh_pkts", 0), 0, LIMIT_PKTS_MAX)
     min_qlen = _integer(f"{origin}: dualpi2.min_qlen_step", core.get("min_qlen_step", 0), 0,
                         LIMIT_PKTS_MAX)
-    budget = _integer(f"{origin}: dualpi2.harm_budget_pct",
-                      core.get("harm_budget_pct", HARM_BUDGET_DEFAULT), 0, HARM_BUDGET_MAX)
+    budget = core.get("harm_budget_pct", HARM_BUDGET_DEFAULT)
+    budget = HARM_BUDGET_OFF if budget == "off" else _integer(
+        f"{origin}: dualpi2.harm_budget_pct", budget, 0, HARM_BUDGET_MAX)
     name = data.get("name", origin)
     return Scenario(str(name), rate, duration, ecn, seed, tuple(flows), tuple(steps), loss,
                     tuple(udp), trace_path, step_us, target_us, guard, step_pkts, min_qlen,

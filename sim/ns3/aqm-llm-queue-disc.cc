@@ -69,10 +69,11 @@ AqmLlmQueueDisc::GetTypeId()
                           MakeUintegerChecker<uint32_t>(0, AQM_LIMIT_PKTS_MAX))
             .AddAttribute("HarmBudgetPct",
                           "What model verdicts may signal beyond DualPI2's own, in % "
-                          "(aqm_params.harm_budget_pct)",
+                          "(aqm_params.harm_budget_pct; AQM_HARM_BUDGET_OFF: no budget, "
+                          "for recording behaviour policies and verdict-mechanics tests)",
                           UintegerValue(AQM_HARM_BUDGET_DEFAULT),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_harmBudgetPct),
-                          MakeUintegerChecker<uint32_t>(0, AQM_HARM_BUDGET_MAX))
+                          MakeUintegerChecker<uint32_t>(0, AQM_HARM_BUDGET_OFF))
             .AddAttribute("TargetUs",
                           "PI target delay (us)",
                           UintegerValue(15000),

@@ -167,7 +167,8 @@ ReadScenario(const std::string& path)
             ok = static_cast<bool>(ls >> s.minQlenStep) && s.minQlenStep <= AQM_LIMIT_PKTS_MAX;
         else if (key == "harm_budget_pct")
             ok = static_cast<bool>(ls >> s.harmBudgetPct) &&
-                 s.harmBudgetPct <= AQM_HARM_BUDGET_MAX;
+                 (s.harmBudgetPct <= AQM_HARM_BUDGET_MAX ||
+                  s.harmBudgetPct == AQM_HARM_BUDGET_OFF);
         else if (key == "target_us")
             ok = static_cast<bool>(ls >> s.targetUs) && s.targetUs >= 1;
         else if (key == "verdict_guard")
@@ -790,7 +791,11 @@ main(int argc, char* argv[])
                              UintegerValue(sc.targetUs), "Behaviour", StringValue(sc.behaviour),
                              "ExploreRate", DoubleValue(sc.exploreRate), "StepThresholdPkts",
                              UintegerValue(sc.stepThreshPkts), "MinQlenStep",
-                             UintegerValue(sc.minQlenStep));
+                             UintegerValue(sc.minQlenStep), "HarmBudgetPct",
+                             // A behaviour policy decides in DualPI2's place by design
+                             // (recording): the budget guards served models only.
+                             UintegerValue(sc.behaviour == "dualpi2" ? sc.harmBudgetPct
+                                                                     : AQM_HARM_BUDGET_OFF));
     else if (sc.policy == "llm")
     {
         NS_ABORT_MSG_IF(sc.channel.empty(), "policy llm needs a channel");
