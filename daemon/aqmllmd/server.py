@@ -602,5 +602,6 @@ class Server:
             "states": self.stats.states, "batches": self.stats.batches,
             "verdicts": self.stats.verdicts, "skipped_deadline": self.stats.skipped,
             "model_failures": self.stats.failures,
+            "model_failures_by_reason": dict(self.stats.failures_by_reason),
             "watchdog": self.watchdog.status(),
         }
