@@ -49,6 +49,17 @@ class Client:
         self._sock.close(linger=0)
 
 
+def status_or_none(endpoint: str, timeout_ms: int = 5000) -> dict[str, Any] | None:
+    """The daemon's status, or None when it does not answer (the main jobs' summaries)."""
+    client = Client(endpoint, timeout_ms=timeout_ms)
+    try:
+        return client.call("status")
+    except click.ClickException:
+        return None
+    finally:
+        client.close()
+
+
 def _emit(obj: Any, as_json: bool, prefix: str = "") -> None:
     if as_json:
         click.echo(json.dumps(obj, indent=2, sort_keys=True))

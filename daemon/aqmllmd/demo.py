@@ -28,6 +28,8 @@ import click
 
 from aqm_bridge.demo import HOST, compare, demo_options
 
+from .ctl import status_or_none
+
 #: Prepended to build/aqm-host's command line (benchmarks: ["chrt", "-f", "1"] keeps the
 #: emulated link on time on a machine busy with other work).
 HOST_PREFIX: list[str] = []
@@ -69,25 +71,13 @@ def run_with_daemon(args: list[str], model: str | None = None,
             try:
                 out, _ = host.communicate(timeout=300)
                 if daemon.poll() is None:
-                    status = _status(control)
+                    status = status_or_none(control)
             finally:
                 daemon.terminate()
                 daemon.wait(timeout=10)
     if host.returncode != 0:
         raise click.ClickException(f"aqm-host failed (exit {host.returncode})")
     return json.loads(out), status
-
-
-def _status(control: str) -> dict[str, Any] | None:
-    from .ctl import Client
-
-    client = Client(control, timeout_ms=5000)
-    try:
-        return client.call("status")
-    except click.ClickException:
-        return None
-    finally:
-        client.close()
 
 
 @click.command()

@@ -42,6 +42,8 @@ from aqm_bridge.netns import (
     unavailable,
 )
 
+from .ctl import status_or_none
+
 ECHO_PORT = 5301
 IPERF_PORT = 5201
 
@@ -50,18 +52,6 @@ def mix(rtt_ms: float) -> list[Sender]:
     """The main job's flow mix (one namespace each)."""
     return [Sender("ect1", rtt_ms), Sender("cubic", rtt_ms, ecn=True),
             Sender("reno", rtt_ms), Sender("bbr", rtt_ms)]
-
-
-def _daemon_status(control: str) -> dict[str, Any] | None:
-    from .ctl import Client
-
-    client = Client(control, timeout_ms=5000)
-    try:
-        return client.call("status")
-    except click.ClickException:
-        return None
-    finally:
-        client.close()
 
 
 def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
@@ -115,7 +105,7 @@ def run_once(senders: list[Sender], *, rate_mbps: float, duration_s: float,
                               "ss": ss.samples.get(tb.sender_ns[i], [])})
         result["probes"] = {q: read_json(p.stdout) for q, p in probe.items()}
         if with_daemon:
-            result["daemon_status"] = _daemon_status(control)
+            result["daemon_status"] = status_or_none(control)
         result["forwarder"] = tb.stop_forwarder(fwd)
         echo.terminate()
         echo.wait(timeout=10)
