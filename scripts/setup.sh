@@ -37,7 +37,14 @@ PY=${PYTHON:-python3}
 # server. Without it those checks skip, saying why.
 if [ ! -x .venv/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then
 	tmp=$(mktemp -d)
-	if (cd "$tmp" && apt-get download -qq prometheus) 2>/dev/null &&
+	# A machine whose packages were all present skipped apt-get update above: a
+	# download that fails for want of package lists is tried once more after one.
+	if ! (cd "$tmp" && apt-get download -qq prometheus) 2>/dev/null &&
+	    [ "$(id -u)" -eq 0 ]; then
+		apt-get update -q >/dev/null 2>&1 || true
+	fi
+	if (ls "$tmp"/prometheus_*.deb >/dev/null 2>&1 ||
+	    (cd "$tmp" && apt-get download -qq prometheus) 2>/dev/null) &&
 	    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb |
 	    tar -x -O ./usr/bin/promtool >"$tmp/promtool"; then
 		install -m 755 "$tmp/promtool" .venv/bin/promtool
