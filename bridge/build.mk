@@ -14,7 +14,7 @@ ALL_TARGETS += $(BUILD)/libaqmcore.so
 
 # The Linux data path host: the core over a POSIX shm region, real time.
 HOST_CFLAGS := -std=c99 -Wall -Wextra -Werror
-$(BUILD)/aqm-host: bridge/linux/aqm_host.c $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
+$(BUILD)/aqm-host: bridge/linux/aqm_host.c bridge/linux/aqm_lregion.h $(BUILD)/libaqmcore.a $(CORE_HDRS) | $(BUILD)
 	$(CC) $(HOST_CFLAGS) $(CFLAGS) $(CORE_INC) $< $(BUILD)/libaqmcore.a -lm -lrt -o $@
 
 ALL_TARGETS += $(BUILD)/aqm-host

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "aqm_core.h"
+#include "aqm_lregion.h"
 
 #define MAX_FLOWS	64
 #define ACKQ_SIZE	16384		/* per flow, > any window we allow */
@@ -95,17 +96,8 @@ struct samples {
 
 struct host {
 	struct aqm_core *core;
-	struct aqm_chan chan;
-	void	*region;
-	uint64_t region_size;
-	char	 shm_name[128];
-	char	 shm_path[160];		/* /dev/shm/NAME */
-	char	 link_target[64];	/* what it links to, sealed regions */
-	int	 region_fd;		/* the sealed memfd, kept open */
-	int	 have_shm;		/* 1: a shm object, 2: our link */
-	uint32_t se, ve;
-	uint32_t gen_seen;		/* consumer_gen while attached */
-	uint64_t reattaches;
+	struct aqm_lregion reg;		/* the region (aqm_lregion.h) */
+	char	 shm_name[128];		/* --keep-shm: /NAME */
 	struct fifo q[AQM_NQUEUES];
 	struct flow *flows;
 	int	 nflows;
@@ -119,8 +111,6 @@ struct host {
 };
 
 static volatile sig_atomic_t stop_requested;
-
-static void	channel_watch(struct host *, uint64_t);
 
 static void
 on_signal(int sig)
@@ -466,7 +456,7 @@ serve_link(struct host *h, uint64_t now, uint64_t *next_tick)
 		host_transmit(h, now, NULL);
 	if (now >= *next_tick) {
 		aqm_tick(h->core, now);
-		channel_watch(h, now);
+		(void)aqm_lregion_watch(&h->reg, h->core, now, "aqm-host");
 		*next_tick += TICK_NS;
 	}
 	t = *next_tick;
@@ -651,7 +641,8 @@ run_stress(struct host *h, uint64_t npkts, uint32_t backlog, double pps)
 			sent += host_transmit(h, mono_ns(), NULL);
 		if (now >= next_tick) {
 			aqm_tick(h->core, now);
-			channel_watch(h, now);
+			(void)aqm_lregion_watch(&h->reg, h->core, now,
+			    "aqm-host");
 			next_tick = now + TICK_NS;
 		}
 	}
@@ -667,26 +658,13 @@ run_stress(struct host *h, uint64_t npkts, uint32_t backlog, double pps)
 
 /* -- set up and report ------------------------------------------------------ */
 
-/* The producer's lock: an OFD write lock on byte 0, held for its life. */
-static int
-producer_lock(int fd, int cmd, struct flock *fl)
-{
-
-	memset(fl, 0, sizeof(*fl));
-	fl->l_type = F_WRLCK;
-	fl->l_whence = SEEK_SET;
-	fl->l_start = 0;
-	fl->l_len = 1;
-	return (fcntl(fd, cmd, fl));
-}
-
 /* 1 when a data path holds fd's region (its producer lock is taken). */
 static int
 producer_alive(int fd)
 {
 	struct flock fl;
 
-	if (producer_lock(fd, F_OFD_GETLK, &fl) != 0)
+	if (aqm_lregion_lock(fd, F_OFD_GETLK, &fl) != 0)
 		return (1);		/* cannot tell: assume it is */
 	return (fl.l_type != F_UNLCK);
 }
@@ -782,9 +760,9 @@ publish(struct host *h, int (*create)(struct host *))
 			return (0);
 		if (errno != EEXIST)
 			break;
-		n1 = readlink(h->shm_path, judged, sizeof(judged));
-		if (!region_stale(h->shm_path, why, sizeof(why))) {
-			fprintf(stderr, "aqm-host: %s %s\n", h->shm_path, why);
+		n1 = readlink(h->reg.path, judged, sizeof(judged));
+		if (!region_stale(h->reg.path, why, sizeof(why))) {
+			fprintf(stderr, "aqm-host: %s %s\n", h->reg.path, why);
 			return (-1);
 		}
 		/*
@@ -792,15 +770,15 @@ publish(struct host *h, int (*create)(struct host *))
 		 * remove only what was judged (then our create may lose the
 		 * race, and the next pass sees the winner, alive).
 		 */
-		n2 = readlink(h->shm_path, now, sizeof(now));
+		n2 = readlink(h->reg.path, now, sizeof(now));
 		if (n1 != n2 || (n1 > 0 && memcmp(judged, now, (size_t)n1) != 0))
 			continue;
 		fprintf(stderr, "aqm-host: %s: removing a stale region (its data "
-		    "path is gone)\n", h->shm_path);
-		if (unlink(h->shm_path) != 0 && errno != ENOENT)
+		    "path is gone)\n", h->reg.path);
+		if (unlink(h->reg.path) != 0 && errno != ENOENT)
 			break;
 	}
-	fprintf(stderr, "aqm-host: cannot create %s: %s\n", h->shm_path,
+	fprintf(stderr, "aqm-host: cannot create %s: %s\n", h->reg.path,
 	    strerror(errno));
 	return (-1);
 }
@@ -816,17 +794,16 @@ create_shm(struct host *h)
 	    0600);
 	if (fd < 0)
 		return (-1);
-	h->have_shm = 1;
 	if (fchmod(fd, 0600) != 0 ||
-	    ftruncate(fd, (off_t)h->region_size) != 0 ||
-	    producer_lock(fd, F_OFD_SETLK, &fl) != 0) {
+	    ftruncate(fd, (off_t)h->reg.size) != 0 ||
+	    aqm_lregion_lock(fd, F_OFD_SETLK, &fl) != 0) {
 		fprintf(stderr, "aqm-host: sizing %s: %s\n", h->shm_name,
 		    strerror(errno));
 		close(fd);
 		errno = EIO;
 		return (-1);
 	}
-	h->region_fd = fd;
+	h->reg.fd = fd;
 	return (0);
 }
 
@@ -835,121 +812,27 @@ static int
 create_link(struct host *h)
 {
 
-	if (symlink(h->link_target, h->shm_path) != 0)
-		return (-1);
-	h->have_shm = 2;
-	return (0);
+	return (aqm_lregion_link(&h->reg));
 }
 
 /*
- * The region.  By default a memfd of its exact size, sealed against
- * shrinking and growing (nobody, root included, can truncate it under
- * the core or the daemon), mode 0600, with our producer lock; published
- * under /dev/shm/NAME as a link to our descriptor, which dies with us.
+ * The region (aqm_lregion.h): by default our sealed memfd, published under
+ * /dev/shm/NAME as a link to our descriptor, which dies with us.
  */
 static int
 open_region(struct host *h, const char *name, uint32_t se, uint32_t ve,
     int keep)
 {
-	struct flock fl;
-	char mname[160];
-	int fd, rc;
 
-	h->se = se;
-	h->ve = ve;
-	h->region_size = aqm_chan_region_size(se, ve);
-	snprintf(h->shm_name, sizeof(h->shm_name), "/%s", name);
-	snprintf(h->shm_path, sizeof(h->shm_path), "/dev/shm/%s", name);
+	aqm_lregion_init(&h->reg, name, se, ve);
 	if (keep) {
+		snprintf(h->shm_name, sizeof(h->shm_name), "/%s", name);
 		if (publish(h, create_shm) != 0)
 			return (-1);
-	} else {
-		snprintf(mname, sizeof(mname), "aqm_llm:%s", name);
-		fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-		if (fd < 0 || fchmod(fd, 0600) != 0 ||
-		    ftruncate(fd, (off_t)h->region_size) != 0 ||
-		    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
-		    F_SEAL_SEAL) != 0 ||
-		    producer_lock(fd, F_OFD_SETLK, &fl) != 0) {
-			fprintf(stderr, "aqm-host: sealed region: %s\n",
-			    strerror(errno));
-			return (-1);
-		}
-		h->region_fd = fd;
-		snprintf(h->link_target, sizeof(h->link_target),
-		    "/proc/%d/fd/%d", (int)getpid(), fd);
-		if (publish(h, create_link) != 0)
-			return (-1);
-	}
-	h->region = mmap(NULL, h->region_size, PROT_READ | PROT_WRITE,
-	    MAP_SHARED, h->region_fd, 0);
-	if (h->region == MAP_FAILED) {
-		fprintf(stderr, "aqm-host: mmap: %s\n", strerror(errno));
+	} else if (aqm_lregion_memfd(&h->reg, "aqm-host", name) != 0 ||
+	    publish(h, create_link) != 0)
 		return (-1);
-	}
-	rc = aqm_chan_init(&h->chan, h->region, h->region_size, se, ve);
-	if (rc != AQM_CHAN_OK) {
-		fprintf(stderr, "aqm-host: ring sizes %u/%u refused\n", se, ve);
-		return (-1);
-	}
-	return (0);
-}
-
-/* Remove our name, unless it now names someone else's region. */
-static void
-unpublish(struct host *h)
-{
-	char target[128];
-	ssize_t n;
-
-	if (h->have_shm == 1) {
-		shm_unlink(h->shm_name);
-		return;
-	}
-	n = readlink(h->shm_path, target, sizeof(target) - 1);
-	if (n > 0) {
-		target[n] = '\0';
-		if (strcmp(target, h->link_target) == 0)
-			unlink(h->shm_path);
-	}
-}
-
-/*
- * After a channel error the core detached and decides alone.  A consumer
- * that attaches since (it bumps consumer_gen) gets the channel back: our
- * own indices are made consistent with its, and the core re-attaches.
- */
-static void
-channel_watch(struct host *h, uint64_t now)
-{
-	struct aqm_ring_index *ix = h->chan.idx;
-	uint32_t gen, sp, sc, vp, vc;
-	int rc;
-
-	if (h->region == NULL)
-		return;
-	gen = aqm_load_acquire(&h->chan.hdr->consumer_gen);
-	if (h->core->chan_attached) {
-		h->gen_seen = gen;
-		return;
-	}
-	if (gen == h->gen_seen)
-		return;
-	h->gen_seen = gen;
-	sp = aqm_load_acquire(&ix[AQM_IDX_STATE_PROD].value);
-	sc = aqm_load_acquire(&ix[AQM_IDX_STATE_CONS].value);
-	if (sp - sc > h->se)
-		aqm_store_release(&ix[AQM_IDX_STATE_PROD].value, sc);
-	vp = aqm_load_acquire(&ix[AQM_IDX_VERDICT_PROD].value);
-	vc = aqm_load_acquire(&ix[AQM_IDX_VERDICT_CONS].value);
-	if (vp - vc > h->ve)
-		aqm_store_release(&ix[AQM_IDX_VERDICT_CONS].value, vp);
-	rc = aqm_attach(h->core, h->region, h->region_size, now);
-	if (rc == AQM_OK)
-		h->reattaches++;
-	fprintf(stderr, "aqm-host: a new consumer (generation %u): %s\n", gen,
-	    rc == AQM_OK ? "channel re-attached" : "region refused, DualPI2 "
-	    "alone");
+	return (aqm_lregion_map(&h->reg, "aqm-host"));
 }
 
 static void
@@ -958,7 +841,7 @@ wait_consumer(struct host *h, double seconds)
 	uint64_t until = mono_ns() + (uint64_t)(seconds * 1e9);
 
 	while (!stop_requested && mono_ns() < until &&
-	    !(aqm_load_acquire(&h->chan.hdr->flags) & AQM_CHAN_F_CONSUMER_UP))
+	    !(aqm_load_acquire(&h->reg.chan.hdr->flags) & AQM_CHAN_F_CONSUMER_UP))
 		usleep(1000);
 }
 
@@ -1026,7 +909,7 @@ print_report(struct host *h, FILE *out, int json, double wall_s)
 #undef PQ
 #undef PS
 	fprintf(out, ", \"channel_reattaches\": %" PRIu64 ", \"sealed\": %s}\n",
-	    h->reattaches, h->have_shm == 2 ? "true" : "false");
+	    h->reg.reattaches, h->reg.published ? "true" : "false");
 }
 
 static void
@@ -1224,7 +1107,7 @@ main(int argc, char **argv)
 			rc = 1;
 			goto out;
 		}
-		if (aqm_attach(h.core, h.region, h.region_size, mono_ns()) !=
+		if (aqm_attach(h.core, h.reg.base, h.reg.size, mono_ns()) !=
 		    AQM_OK) {
 			fprintf(stderr, "aqm-host: core refused the region\n");
 			rc = 1;
@@ -1261,8 +1144,7 @@ out:
 	if (h.stress_log != NULL && h.stress_log != stdout)
 		fclose(h.stress_log);
 	aqm_detach(h.core);
-	if (h.have_shm && !keep)
-		unpublish(&h);
+	aqm_lregion_unpublish(&h.reg);
 	if (stop_requested != 0 && stop_requested != SIGINT &&
 	    stop_requested != SIGTERM)
 		fprintf(stderr, "aqm-host: stopped by signal %d\n",

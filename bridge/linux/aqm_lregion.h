@@ -14,10 +14,11 @@
  * channel back, with the host's own indices made consistent with the
  * consumer's.
  *
- * Used by aqm-fwd (bridge/linux/aqm_fwd.c); the functions are the ones
- * aqm-host (bridge/linux/aqm_host.c) has for its default region, without its
- * recovery of a stale name: a name already taken is refused here.  Static
- * inline: include it in one translation unit of a host.
+ * Used by aqm-fwd (bridge/linux/aqm_fwd.c), which refuses a name already
+ * taken (aqm_lregion_create), and by aqm-host (bridge/linux/aqm_host.c),
+ * which publishes with its own recovery of a stale name between
+ * aqm_lregion_memfd and aqm_lregion_map.  Static inline: include it in one
+ * translation unit of a host.
  */
 
 #ifndef AQM_LREGION_H
@@ -46,6 +47,91 @@ struct aqm_lregion {
 	char		 link_target[64];	/* /proc/PID/fd/N */
 };
 
+/* The producer's lock: an OFD write lock on byte 0 (F_OFD_SETLK, F_OFD_GETLK). */
+static inline int
+aqm_lregion_lock(int fd, int cmd, struct flock *fl)
+{
+
+	memset(fl, 0, sizeof(*fl));
+	fl->l_type = F_WRLCK;
+	fl->l_whence = SEEK_SET;
+	fl->l_start = 0;
+	fl->l_len = 1;
+	return (fcntl(fd, cmd, fl));
+}
+
+/* Nothing made yet: the sizes and the name /dev/shm/name. */
+static inline void
+aqm_lregion_init(struct aqm_lregion *r, const char *name, uint32_t se,
+    uint32_t ve)
+{
+
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+	r->se = se;
+	r->ve = ve;
+	r->size = aqm_chan_region_size(se, ve);
+	snprintf(r->path, sizeof(r->path), "/dev/shm/%s", name);
+}
+
+/*
+ * The sealed memfd of an initialised r, with the producer lock taken;
+ * 0, or -1 with the reason on stderr (prefixed by prog).
+ */
+static inline int
+aqm_lregion_memfd(struct aqm_lregion *r, const char *prog, const char *name)
+{
+	struct flock fl;
+	char mname[160];
+
+	snprintf(mname, sizeof(mname), "aqm_llm:%s", name);
+	r->fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (r->fd < 0 || fchmod(r->fd, 0600) != 0 ||
+	    ftruncate(r->fd, (off_t)r->size) != 0 ||
+	    fcntl(r->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+	    F_SEAL_SEAL) != 0 || aqm_lregion_lock(r->fd, F_OFD_SETLK,
+	    &fl) != 0) {
+		fprintf(stderr, "%s: sealed region: %s\n", prog,
+		    strerror(errno));
+		return (-1);
+	}
+	snprintf(r->link_target, sizeof(r->link_target), "/proc/%d/fd/%d",
+	    (int)getpid(), r->fd);
+	return (0);
+}
+
+/* Publish the memfd as the link r->path; 0, or -1 with errno (EEXIST). */
+static inline int
+aqm_lregion_link(struct aqm_lregion *r)
+{
+
+	if (symlink(r->link_target, r->path) != 0)
+		return (-1);
+	r->published = 1;
+	return (0);
+}
+
+/* Map r->fd and lay the channel out in it; 0, or -1 as above. */
+static inline int
+aqm_lregion_map(struct aqm_lregion *r, const char *prog)
+{
+
+	r->base = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+	    r->fd, 0);
+	if (r->base == MAP_FAILED) {
+		r->base = NULL;
+		fprintf(stderr, "%s: mmap: %s\n", prog, strerror(errno));
+		return (-1);
+	}
+	if (aqm_chan_init(&r->chan, r->base, r->size, r->se, r->ve) !=
+	    AQM_CHAN_OK) {
+		fprintf(stderr, "%s: ring sizes %u/%u refused\n", prog, r->se,
+		    r->ve);
+		return (-1);
+	}
+	return (0);
+}
+
 /*
  * Make, seal, lock and publish the region /dev/shm/name with rings of se
  * and ve entries; 0, or -1 with the reason on stderr (prefixed by prog).
@@ -55,52 +141,18 @@ static inline int
 aqm_lregion_create(struct aqm_lregion *r, const char *prog, const char *name,
     uint32_t se, uint32_t ve)
 {
-	struct flock fl;
-	char mname[160];
 
-	memset(r, 0, sizeof(*r));
-	r->fd = -1;
-	r->se = se;
-	r->ve = ve;
-	r->size = aqm_chan_region_size(se, ve);
-	snprintf(r->path, sizeof(r->path), "/dev/shm/%s", name);
-	snprintf(mname, sizeof(mname), "aqm_llm:%s", name);
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_len = 1;
-	r->fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (r->fd < 0 || fchmod(r->fd, 0600) != 0 ||
-	    ftruncate(r->fd, (off_t)r->size) != 0 ||
-	    fcntl(r->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
-	    F_SEAL_SEAL) != 0 || fcntl(r->fd, F_OFD_SETLK, &fl) != 0) {
-		fprintf(stderr, "%s: sealed region: %s\n", prog,
-		    strerror(errno));
+	aqm_lregion_init(r, name, se, ve);
+	if (aqm_lregion_memfd(r, prog, name) != 0)
 		return (-1);
-	}
-	snprintf(r->link_target, sizeof(r->link_target), "/proc/%d/fd/%d",
-	    (int)getpid(), r->fd);
-	if (symlink(r->link_target, r->path) != 0) {
+	if (aqm_lregion_link(r) != 0) {
 		fprintf(stderr, "%s: %s: %s%s\n", prog, r->path,
 		    strerror(errno), errno == EEXIST ? " (the region of a "
 		    "running data path, or one a killed one left: remove it if "
 		    "none runs)" : "");
 		return (-1);
 	}
-	r->published = 1;
-	r->base = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED,
-	    r->fd, 0);
-	if (r->base == MAP_FAILED) {
-		r->base = NULL;
-		fprintf(stderr, "%s: mmap: %s\n", prog, strerror(errno));
-		return (-1);
-	}
-	if (aqm_chan_init(&r->chan, r->base, r->size, se, ve) !=
-	    AQM_CHAN_OK) {
-		fprintf(stderr, "%s: ring sizes %u/%u refused\n", prog, se, ve);
-		return (-1);
-	}
-	return (0);
+	return (aqm_lregion_map(r, prog));
 }
 
 /* Remove the name, unless it now names someone else's region. */
