@@ -818,7 +818,7 @@ dualpi2_signal_prob(const struct aqm_core *c, uint64_t now_ns,
 	int stepped = 0;
 
 	if (pkt->queue == AQM_QUEUE_C)
-		return (((uint64_t)c->prob * c->prob) >> 32);
+		return (aqm_prob_c(c));
 	if (step_decide(c, now_ns, pkt, &stepped) != AQM_V_PASS)
 		return (HARM_ONE);
 	lprob = (uint64_t)c->prob * c->params.coupling_factor;

@@ -158,7 +158,7 @@ struct aqm_core {
 	uint32_t	pad2;
 
 	/* Harm budget: signals model verdicts may still add, per queue. */
-	uint64_t	harm_credit[AQM_NQUEUES];	/* AQM_PROB_ONE = 1 */
+	uint64_t	harm_credit[AQM_NQUEUES];	/* 1 << 32 = 1 signal */
 
 	uint64_t	next_seq;
 	uint64_t	rng;			/* xorshift64* state */
