@@ -20,6 +20,7 @@ from statistics import mean
 
 import numpy as np
 import pytest
+from test_core_verdicts import alone_and_answered
 
 from aqm_bridge.channel import Region
 from aqm_bridge.core import (
@@ -124,28 +125,13 @@ class TestRule:
     def test_with_a_zero_budget_any_model_is_exactly_dualpi2(
             self, region: Region, policy: str) -> None:
         """Every verdict meets the guard (drops too), so the random rolls stay DualPI2's."""
-        rng = np.random.default_rng(5)
-        lens, ecns = rng.integers(64, 1500, 3000), rng.integers(0, 4, 3000)
-        runs = []
-        for attach in (False, True):
-            core = Core(seed=9, verdict_guard=GUARD_DUALPI2, limit_pkts=200,
-                        harm_budget_pct=0)
-            if attach:
-                core.attach(region)
-            decided = []
-            for i, (length, ecn) in enumerate(zip(lens.tolist(), ecns.tolist(), strict=True)):
-                now = i * 400_000  # overloaded: the queues build, p' climbs, steps fire
-                core.enqueue(now, length, ecn)
-                if attach:
-                    seqs = region.read_states(8)["seq"]
-                    actions = {"drop": np.full(len(seqs), ACT_DROP),
-                               "mark": np.full(len(seqs), ACT_MARK),
-                               "random": rng.integers(0, 3, len(seqs))}[policy]
-                    region.write_verdicts(seqs, actions.astype(np.uint32))
-                if i % 2 and (q := core.select(now)) is not None:
-                    decided.append(core.dequeue(now, q)[:2])
-            runs.append((decided, core.stats()))
-        (alone, s_alone), (modelled, s_model) = runs
+        def answer(seqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            if policy == "random":
+                return rng.integers(0, 3, len(seqs))
+            return np.full(len(seqs), ACT_DROP if policy == "drop" else ACT_MARK)
+
+        (alone, s_alone), (modelled, s_model) = alone_and_answered(
+            region, answer, verdict_guard=GUARD_DUALPI2, harm_budget_pct=0)
         assert modelled == alone
         assert sum(s_model["verdicts_capped"]) > 10
         assert sum(s_alone["drops_fallback"]) + sum(s_alone["marks_fallback"]) > 100

@@ -6,7 +6,8 @@ These tests look at the mechanics of verdicts with the harm budget off
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,6 +53,37 @@ def core(region: Region) -> Core:
 
 def send(region: Region, seq: int, action: int) -> None:
     assert region.write_verdicts(np.array([seq], np.uint64), np.array([action], np.uint32)) == 1
+
+
+Answer = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Run = tuple[list[tuple[int, int]], dict[str, Any]]
+
+
+def alone_and_answered(region: Region, answer: Answer, **params: int) -> tuple[Run, Run]:
+    """One overloaded trace (3000 packets of random length and ECN codepoint, one every
+    0.4 ms, a dequeue every second one: the queues build, p' climbs, steps fire) through
+    Core(seed=9, limit_pkts=200, **params), first alone, then attached with each state
+    answered at once with answer(seqs, rng). Each run's (verdict, seq) per dequeue and
+    its counters."""
+    rng = np.random.default_rng(5)
+    lens, ecns = rng.integers(64, 1500, 3000), rng.integers(0, 4, 3000)
+    runs = []
+    for attach in (False, True):
+        core = Core(seed=9, limit_pkts=200, **params)
+        if attach:
+            core.attach(region)
+        decided = []
+        for i, (length, ecn) in enumerate(zip(lens.tolist(), ecns.tolist(), strict=True)):
+            now = i * 400_000
+            core.enqueue(now, length, ecn)
+            if attach:
+                seqs = region.read_states(8)["seq"]
+                region.write_verdicts(seqs, answer(seqs, rng).astype(np.uint32))
+            if i % 2 and (q := core.select(now)) is not None:
+                verdict, seq, _ = core.dequeue(now, q)
+                decided.append((verdict, seq))
+        runs.append((decided, core.stats()))
+    return runs[0], runs[1]
 
 
 class TestStateExport:
@@ -199,25 +231,9 @@ class TestVerdictGuard:
 
     def test_under_the_dualpi2_guard_a_model_that_always_enqueues_is_dualpi2(
             self, region: Region) -> None:
-        rng = np.random.default_rng(5)
-        lens, ecns = rng.integers(64, 1500, 3000), rng.integers(0, 4, 3000)
-        runs = []
-        for attach in (False, True):
-            core = Core(seed=9, harm_budget_pct=OFF, verdict_guard=GUARD_DUALPI2,
-                        limit_pkts=200)
-            if attach:
-                core.attach(region)
-            decided = []
-            for i, (length, ecn) in enumerate(zip(lens.tolist(), ecns.tolist(), strict=True)):
-                now = i * 400_000  # overloaded: the queues build, p' climbs, steps fire
-                core.enqueue(now, length, ecn)
-                if attach:
-                    seqs = region.read_states(8)["seq"]
-                    region.write_verdicts(seqs, np.zeros(len(seqs), np.uint32))
-                if i % 2 and (q := core.select(now)) is not None:
-                    decided.append(core.dequeue(now, q)[:2])
-            runs.append((decided, core.stats()))
-        (alone, s_alone), (guarded, s_guarded) = runs
+        (alone, s_alone), (guarded, s_guarded) = alone_and_answered(
+            region, lambda seqs, _: np.zeros(len(seqs), np.uint32),
+            harm_budget_pct=OFF, verdict_guard=GUARD_DUALPI2)
         assert guarded == alone
         assert s_guarded["decisions_model"] > 0 and s_guarded["step_marks"] > 0
         assert sum(s_alone["marks_fallback"]) + sum(s_alone["drops_fallback"]) > 100
