@@ -7,7 +7,8 @@
  * (and for the figures in kmod/core/README.md) to check that no model costs
  * more than the harm budget allows.
  *
- *   test_core_harm_sim POLICY BUDGET_PCT SEED [SECONDS [RATE_MBPS [NC NL]]]
+ *   test_core_harm_sim POLICY BUDGET_PCT SEED [SECONDS [RATE_MBPS
+ *       [NC NL [RTT_MS]]]]
  *
  * POLICY: dualpi2 (no channel), enqueue, drop, mark, random, short-drop (drops
  * every packet while the backlog is under 10 MTU, the worst for utilisation),
@@ -17,9 +18,10 @@
  *
  * Senders: NC classic Reno-like flows (ECT(0) and Not-ECT alternately; one
  * window reduction per RTT on a mark or loss) and NL DCTCP-like L flows
- * (ECT(1)), 4 and 2 by default, RTTs 10 ms + 14 ms per flow index,
- * 1500-byte packets, a sender right behind the bottleneck.  Prints one JSON
- * object.  Not a microbenchmark: floating point lives here, not in the core.
+ * (ECT(1)), 4 and 2 by default, RTTs 10 ms + 14 ms per flow index (all
+ * RTT_MS when given), 1500-byte packets, a sender right behind the
+ * bottleneck.  Prints one JSON object.  Not a microbenchmark: floating point
+ * lives here, not in the core.
  */
 
 #include <math.h>
