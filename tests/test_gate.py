@@ -90,6 +90,18 @@ def test_too_few_seeds_cannot_pass() -> None:
     assert gate(rows) == [f"a: {n} paired seed(s), the gate needs {MIN_SEEDS}"]
 
 
+def test_a_scenario_without_a_common_seed_is_named_not_judged() -> None:
+    # The model ran seeds 11-20, DualPI2 seeds 1-10 on "b": nothing to pair there (this
+    # divided by zero before).
+    rng = random.Random(9)
+    rows = _rows("a", "dualpi2", _noisy(rng)) + _rows(
+        "a", "llm", _noisy(rng, {"c_p99_ms": -15.0}))
+    rows += _rows("b", "dualpi2", _noisy(rng))
+    rows += [{**r, "seed": r["seed"] + 10} for r in _rows("b", "llm", _noisy(rng))]
+    assert {r["scenario"] for r in gate_details(rows)} == {"a"}
+    assert gate(rows) == ["b: no paired runs of the model and dualpi2"]
+
+
 def _suite(rng: random.Random, effect: dict[str, float] | None, scenarios: int = 17,
            seeds: int = 10) -> list[dict]:
     rows: list[dict] = []

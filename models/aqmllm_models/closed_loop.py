@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import math
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -252,7 +253,6 @@ FIGURES = ("utilisation", "jain", "l_p99_ms", "c_p99_ms")
 LOWER_IS_BETTER = {"utilisation": False, "jain": False, "l_p99_ms": True, "c_p99_ms": True}
 NAMES = {"utilisation": "utilisation", "jain": "Jain index", "l_p99_ms": "L p99",
          "c_p99_ms": "classic p99"}
-P99S = (("L p99", "l_p99_ms"), ("classic p99", "c_p99_ms"))
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -322,25 +322,40 @@ def holm(pvalues: list[float], alpha: float = ALPHA) -> list[bool]:
     return reject
 
 
-def gate_details(rows: list[dict[str, Any]], baseline: str = "dualpi2",
-                 model: str = "llm") -> list[dict[str, Any]]:
-    """Per scenario and figure: means, the paired difference, its floored standard
-    error, the confidence bound against the margin, and the one-sided p of "better"
-    with Holm's verdict over the whole family."""
+def paired_runs(rows: list[dict[str, Any]], baseline: str = "dualpi2", model: str = "llm"
+                ) -> Iterator[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Per scenario, in name order: the model's and the baseline's runs on the seeds both
+    ran, seed by seed (the same seed is the same conditions). A scenario without such a
+    seed is left out."""
     by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for r in rows:
         by.setdefault((r["scenario"], r["policy"]), {})[r["seed"]] = r
-    out = []
     for (scenario, policy), mod in sorted(by.items()):
         base = by.get((scenario, baseline))
         if policy != model or base is None:
             continue
         seeds = sorted(set(mod) & set(base))
-        n = len(seeds)
+        if seeds:
+            yield scenario, [mod[s] for s in seeds], [base[s] for s in seeds]
+
+
+def _differences(model: list[dict[str, Any]], base: list[dict[str, Any]],
+                 key: str) -> list[float]:
+    return [m[key] - b[key] for m, b in zip(model, base, strict=True)]
+
+
+def gate_details(rows: list[dict[str, Any]], baseline: str = "dualpi2",
+                 model: str = "llm") -> list[dict[str, Any]]:
+    """Per scenario and figure: means, the paired difference, its floored standard
+    error, the confidence bound against the margin, and the one-sided p of "better"
+    with Holm's verdict over the whole family."""
+    out = []
+    for scenario, mod, base in paired_runs(rows, baseline, model):
+        n = len(mod)
         tq = t_quantile(1 - ALPHA, n - 1) if n > 1 else math.inf
         for key in FIGURES:
-            b = [base[s][key] for s in seeds]
-            d = [mod[s][key] - base[s][key] for s in seeds]
+            b = [r[key] for r in base]
+            d = _differences(mod, base, key)
             bmean = sum(b) / n
             mean = sum(d) / n
             # The bound: the differences' own standard error (exact ties on every seed
@@ -443,22 +458,13 @@ def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     the same conditions), as a mean with its standard error, and on how many seeds the
     model was the better. It tells a real difference from run-to-run noise, which a
     mean over a few seeds does not."""
-    by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    for r in rows:
-        by.setdefault((r["scenario"], r["policy"]), {})[r["seed"]] = r
     out = []
-    for (scenario, policy), model in sorted(by.items()):
-        base = by.get((scenario, "dualpi2"))
-        if policy != "llm" or base is None:
-            continue
-        seeds = sorted(set(model) & set(base))
-        for key in COLUMNS[:4]:
-            d = [model[s][key] - base[s][key] for s in seeds]
+    for scenario, model, base in paired_runs(rows):
+        for key in FIGURES:
+            d = _differences(model, base, key)
             mean = sum(d) / len(d)
-            se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 \
-                if len(d) > 1 else float("nan")
-            lower_better = key.endswith("p99_ms")
-            better = sum((x < 0) if lower_better else (x > 0) for x in d)
+            se = _sd(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+            better = sum((x < 0) if LOWER_IS_BETTER[key] else (x > 0) for x in d)
             out.append({"scenario": scenario, "figure": key, "seeds": len(d),
                         "mean_difference": mean, "standard_error": se, "model_better": better})
     return out
