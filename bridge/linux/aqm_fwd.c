@@ -53,6 +53,9 @@
 #include "aqm_core.h"
 #include "aqm_lregion.h"
 
+#define AQM_PROG	"aqm-fwd"
+#include "aqm_lutil.h"
+
 #define PKT_MAX		2048		/* bytes a slot holds (MTU 1500) */
 #define MAX_PATHS	16
 #define MAX_TRACE	(1u << 22)	/* opportunities in one period */
@@ -116,37 +119,6 @@ struct fwd {
 	struct samples	 soj[AQM_NQUEUES];
 };
 
-static volatile sig_atomic_t stop_requested;
-
-static void
-on_signal(int sig)
-{
-
-	(void)sig;
-	stop_requested = 1;
-}
-
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
-}
-
-static void *
-xcalloc(size_t n, size_t sz)
-{
-	void *p = calloc(n, sz);
-
-	if (p == NULL) {
-		fprintf(stderr, "aqm-fwd: out of memory\n");
-		exit(1);
-	}
-	return (p);
-}
-
 static void
 ring_init(struct ring *r, uint32_t cap)
 {
@@ -200,14 +172,6 @@ sample_add(struct samples *s, uint64_t v)
 	if (s->n < SOJOURN_CAP)
 		s->v[s->n] = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 	s->n++;
-}
-
-static int
-cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x < y ? -1 : x > y);
 }
 
 static double
@@ -731,20 +695,6 @@ usage(void)
 	    "         [--state-ring N] [--verdict-ring N] [--pool N]\n"
 	    "         [--limit-pkts N] [--seed N] [--json]\n");
 	exit(2);
-}
-
-static double
-num_arg(const char *opt, const char *s, double lo, double hi)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-		fprintf(stderr, "aqm-fwd: --%s %s: want a number in [%g, %g]\n",
-		    opt, s, lo, hi);
-		exit(2);
-	}
-	return (v);
 }
 
 static void

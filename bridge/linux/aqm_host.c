@@ -37,6 +37,9 @@
 #include "aqm_core.h"
 #include "aqm_lregion.h"
 
+#define AQM_PROG	"aqm-host"
+#include "aqm_lutil.h"
+
 #define MAX_FLOWS	64
 #define ACKQ_SIZE	16384		/* per flow, > any window we allow */
 #define MAX_CWND	8000.0
@@ -110,24 +113,6 @@ struct host {
 	FILE	*stress_log;
 };
 
-static volatile sig_atomic_t stop_requested;
-
-static void
-on_signal(int sig)
-{
-
-	stop_requested = sig;
-}
-
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
-}
-
 static void
 sleep_until(uint64_t t)
 {
@@ -157,18 +142,6 @@ uniform(struct host *h)
 	x ^= x >> 27;
 	h->rng = x;
 	return ((double)((x * 0x2545f4914f6cdd1dull) >> 11) / 9007199254740992.0);
-}
-
-static void *
-xcalloc(size_t n, size_t sz)
-{
-	void *p = calloc(n, sz);
-
-	if (p == NULL) {
-		fprintf(stderr, "aqm-host: out of memory\n");
-		exit(1);
-	}
-	return (p);
 }
 
 /* -- the two FIFOs a host keeps ------------------------------------------ */
@@ -929,20 +902,6 @@ usage(void)
 	    "         [--seed N] [--verdict-guard 0|1|2]\n"
 	    "         [--harm-budget PCT|off] [--json]\n");
 	exit(2);
-}
-
-static double
-num_arg(const char *opt, const char *s, double lo, double hi)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-		fprintf(stderr, "aqm-host: --%s %s: want a number in [%g, %g]\n",
-		    opt, s, lo, hi);
-		exit(2);
-	}
-	return (v);
 }
 
 int

@@ -51,6 +51,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define AQM_PROG	"aqm-udpflow"
+#include "aqm_lutil.h"
+
 #define MAGIC		0x41514d55u	/* "AQMU" */
 #define PAYLOAD		1400
 #define WIN_MAX		16384u		/* ring of outstanding datagrams */
@@ -67,25 +70,6 @@ struct hdr {
 	uint64_t sent_rt_ns;		/* sender's CLOCK_REALTIME at send */
 	uint64_t dwell_ns;		/* echo: its kernel's arrival to reply */
 };
-
-static volatile sig_atomic_t stop_requested;
-
-static void
-on_signal(int sig)
-{
-
-	(void)sig;
-	stop_requested = 1;
-}
-
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
-}
 
 static uint64_t
 real_ns(void)
@@ -119,14 +103,6 @@ die(const char *what)
 
 	fprintf(stderr, "aqm-udpflow: %s: %s\n", what, strerror(errno));
 	exit(1);
-}
-
-static int
-cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x < y ? -1 : x > y);
 }
 
 static double
@@ -493,20 +469,6 @@ run_sender(const char *dst, int port, double duration, int tos,
 	}
 	printf("}\n");
 	return (0);
-}
-
-static double
-num_arg(const char *opt, const char *s, double lo, double hi)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-		fprintf(stderr, "aqm-udpflow: --%s %s: want a number in [%g, "
-		    "%g]\n", opt, s, lo, hi);
-		exit(2);
-	}
-	return (v);
 }
 
 static void
