@@ -333,3 +333,17 @@ def test_utilisation_judgement() -> None:
     wd2.observe(s, np.zeros(200, np.uint32))
     wd2._peak_bps, wd2._prev_counters = 1e9, {"bytes_out": [0, 0]}
     assert wd2.close_window(time.monotonic(), {"bytes_out": [1000, 0]}) is None
+
+
+def test_a_window_too_small_to_judge_is_looked_at_again_a_window_later() -> None:
+    """The serving loop asks due() at every pass: a window that carries over (too few
+    states) is closed again one window_ms later, not at every pass until it fills."""
+    wd = Watchdog(WatchdogConfig(window_ms=250, min_states=20))
+    assert not wd.due(100.0)
+    assert wd.due(100.25)
+    assert wd.close_window(100.25, None) is None  # no states: carried over
+    assert not wd.due(100.26) and not wd.due(100.49)
+    assert wd.due(100.5)
+    wd.observe(dualpi2_like_states(30, p_c=0.01, p_cl=0.01), np.zeros(30, np.uint32))
+    assert wd.close_window(100.5, None) is None and wd.last["states"] == 30
+    assert not wd.due(100.6) and wd.due(100.75)

@@ -107,6 +107,7 @@ class Watchdog:
     _peak_bps: float = 0.0
     _prev_counters: dict[str, Any] | None = None
     _window_start: float | None = None
+    _looked_at: float = 0.0  # the last close_window (monotonic s)
 
     def observe(self, recs: np.ndarray, actions: np.ndarray) -> None:
         """A batch the model decided (records and the actions written), looked at. The
@@ -130,13 +131,18 @@ class Watchdog:
         self.strikes = 0
 
     def due(self, now_s: float) -> bool:
+        """Whether to close the window now: `window_ms` after it started, and after the
+        last look at it when it was too small to judge (once a window, not every pass
+        of the serving loop while it carries over)."""
         if self._window_start is None:
             self._window_start = now_s
-        return now_s - self._window_start >= self.cfg.window_ms / 1000
+        since = now_s - max(self._window_start, self._looked_at)
+        return since >= self.cfg.window_ms / 1000
 
     def close_window(self, now_s: float, counters: dict[str, Any] | None) -> str | None:
         """End the window; the reason if the model has now harmed `windows` in a row."""
         start = self._window_start if self._window_start is not None else now_s
+        self._looked_at = now_s
         dt = max(now_s - start, 1e-6)
         w = self.window
         unseen = w.decided > 0 and w.states == 0  # verdicts, none looked at yet
@@ -154,9 +160,8 @@ class Watchdog:
                      "verdicts_capped": capped}
         reason = self._judge(w, util)
         self.strikes = self.strikes + 1 if reason else 0
-        model, dualpi2 = w.share()
         decisive = (reason == "signals" and w.states >= DECISIVE_STATES
-                    and model - dualpi2 >= DECISIVE_EXCESS)
+                    and model_share - dualpi2_share >= DECISIVE_EXCESS)
         if reason and (self.strikes >= self.cfg.windows or decisive):
             self.strikes = 0
             return reason
