@@ -146,8 +146,20 @@ def _measure(dataset: str, backbone: str | None, tiny: bool, full: bool, n: int)
                       "seconds_per_step": r["seconds_per_step"]}))
 
 
+def _teacher_input(f: Callable[..., None]) -> Callable[..., None]:
+    """The trained teacher and the recorded states it labels, shared by distill and
+    dagger; the backbone must be the one the teacher was trained on."""
+    f = click.option("--tiny", is_flag=True)(f)
+    f = click.option("--backbone", default=None)(f)
+    f = click.argument("datasets", nargs=-1, required=True,
+                       type=click.Path(exists=True, dir_okay=False))(f)
+    return click.argument("teacher_dir",
+                          type=click.Path(exists=True, file_okay=False, path_type=Path))(f)
+
+
 def _student_options(f: Callable[..., None]) -> Callable[..., None]:
     """The student's shape, shared by distill and dagger (student.py)."""
+    f = click.option("--hidden", default=64, show_default=True)(f)
     f = click.option("--queues", type=click.Choice(["both", "classic", "coupled"]),
                      default="both", show_default=True,
                      help="the queues it decides beyond its guard; classic: the L4S queue is "
@@ -180,11 +192,7 @@ def _check_student_shape(prior: str, step_ms: float, teacher_weight: float,
 
 
 @cli.command()
-@click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("datasets", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
-@click.option("--backbone", default=None)
-@click.option("--tiny", is_flag=True)
+@_teacher_input
 @click.option("--target-return-quantile", default=0.9, show_default=True,
               help="condition the teacher on this quantile of recorded returns")
 @click.option("--max-windows", default=20000, show_default=True,
@@ -192,7 +200,6 @@ def _check_student_shape(prior: str, step_ms: float, teacher_weight: float,
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="undo the training's class weights, so the student can be sampled")
 @click.option("--epochs", default=20, show_default=True)
-@click.option("--hidden", default=64, show_default=True)
 @_student_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="student directory (student.safetensors, student.json)")
@@ -281,14 +288,10 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
 
 
 @cli.command()
-@click.argument("teacher_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("datasets", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
+@_teacher_input
 @click.option("--scenario", "scenarios", multiple=True, required=True,
               type=click.Path(exists=True, dir_okay=False),
               help="where the student drives (repeat for several)")
-@click.option("--backbone", default=None)
-@click.option("--tiny", is_flag=True)
 @click.option("--rounds", default=2, show_default=True)
 @click.option("--max-windows", default=20000, show_default=True,
               help="states the teacher labels from the datasets")
@@ -298,7 +301,6 @@ def quantize_checked(model: Path, out: Path, x: np.ndarray) -> dict:
               default=None, help="the teacher's labels of the datasets from `distill` "
                                  "(STUDENT/labels.npz) instead of labelling them again")
 @click.option("--epochs", default=10, show_default=True)
-@click.option("--hidden", default=64, show_default=True)
 @_student_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="student directory; OUT/model.onnx is what drove the last round")
