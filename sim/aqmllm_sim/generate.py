@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .scenario import load
-from .traces import mahimahi_text, opportunities
+from .traces import mahimahi_text, mean_mbps, opportunities
 
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 TRAIN_TRACES = TRACES / "train"
@@ -59,11 +59,6 @@ def training_traces() -> list[Path]:
     return out
 
 
-def _trace_mean_mbps(path: Path) -> float:
-    times = path.read_text().split()
-    return len(times) * 1500 * 8 / (int(times[-1]) / 1000) / 1e6
-
-
 def _walk(rng: random.Random, mean: float, seconds: int) -> list[tuple[float, float]]:
     """A capacity random walk (log scale, 0.5 s steps) around mean, within 2-200."""
     lo, hi = RATE_MBPS
@@ -86,7 +81,7 @@ def draw(seed: int, index: int, out: Path) -> dict[str, Any]:
     if kind == "trace":
         trace = rng.choice(training_traces())
         sc["trace"] = os.path.relpath(trace, out)
-        rate = _trace_mean_mbps(trace)
+        rate = mean_mbps([int(t) for t in trace.read_text().split()])
     duration = min(DURATION_S[1], max(DURATION_S[0],
                                       TARGET_PACKETS * 12_000 / (rate * 1e6)))
     if kind == "walk":
