@@ -386,6 +386,9 @@ test_no_sysctl_before_load(void)
 static void
 test_load(void)
 {
+	static struct dn_alg no_dequeue = {
+		.name = "no_dequeue", .enqueue = aqm_llm_enqueue,
+	};
 	struct aqm_llm_info i;
 
 	/* Declared as DECLARE_DNSCHED_MODULE declares in-tree schedulers. */
@@ -398,6 +401,9 @@ test_load(void)
 	CHECK(shim_find_sched("FIFO") != NULL);
 	CHECK(sizeof(aqm_llm_desc) == 160);
 	CHECK(__offsetof(struct dn_alg, next) == 144);
+	/* As load_dn_sched(): a scheduler without dequeue is refused. */
+	CHECK(dn_sched_modevent(NULL, MOD_LOAD, &no_dequeue) == 1);
+	CHECK(shim_find_sched("no_dequeue") == NULL);
 	CHECK(aqm_llm_cdev->mode == 0600 && aqm_llm_cdev->uid == 0 &&
 	    aqm_llm_cdev->gid == 0);
 	i = info();

@@ -361,6 +361,8 @@ ecn_mark(struct mbuf *m)
  * the guard).
  */
 #define	KDN_ALG_NAME		8
+#define	KDN_ALG_ENQUEUE		48
+#define	KDN_ALG_DEQUEUE		56
 #define	KDN_ALG_REF_COUNT	136
 #define	KDN_ALG_NEXT		144
 #define	KDN_ALG_PREV		152
@@ -373,7 +375,6 @@ int shim_dn_ready;
 int shim_dn_alg_loaded;
 void (*shim_epoch_wait_hook)(void);
 pthread_mutex_t shim_dn_lock = PTHREAD_MUTEX_INITIALIZER;
-uint32_t shim_io_pkt_drop;
 
 static void
 shim_alg_insert_head(void *d)
@@ -460,6 +461,10 @@ dn_sched_modevent(module_t mod, int cmd, void *arg)
 			    "dummynet's SYSINITs\n");
 			return (1);
 		}
+		/* As load_dn_sched(): enqueue and dequeue are mandatory. */
+		if (KFIELD(d, KDN_ALG_ENQUEUE, void *) == NULL ||
+		    KFIELD(d, KDN_ALG_DEQUEUE, void *) == NULL)
+			return (1);
 		if (shim_find_sched(KFIELD(d, KDN_ALG_NAME, const char *)))
 			return (1);
 		shim_alg_insert_head(d);
@@ -488,27 +493,44 @@ shim_set_oid(struct dn_id *o, int type, int len)
 	o->subtype = 0;
 }
 
+/*
+ * As config_sched() for a new scheduler: its internal flowset (fs_nr N +
+ * DN_MAX_ID, made or reused) attached first (fsk_attach() calls new_fsk),
+ * then the scheduler's config.
+ */
+static struct dn_schk *
+shim_sched_new(int nr, struct dn_alg *fp, struct dn_fsk *fs)
+{
+	struct dn_schk *s;
+
+	s = calloc(1, sizeof(*s) + fp->schk_datalen);
+	shim_set_oid(&s->link.oid, DN_LINK, sizeof(s->link));
+	shim_set_oid(&s->sch.oid, DN_SCH, sizeof(s->sch));
+	s->sch.sched_nr = (uint32_t)nr;
+	s->fp = fp;
+	s->fs = fs;
+	fs->sched = s;
+	if (fp->new_fsk != NULL)
+		fp->new_fsk(fs);
+	if (fp->config != NULL)
+		fp->config(s);
+	return (s);
+}
+
 /* 'dnctl sched N config type T': a new scheduler and its internal flowset. */
 struct dn_schk *
 shim_sched_config(int nr, const char *type, struct dn_aqm *aqm)
 {
 	struct dn_alg *fp = shim_find_sched(type);
-	struct dn_schk *s;
+	struct dn_fsk *fs;
 
 	assert(fp != NULL);
-	s = calloc(1, sizeof(*s) + fp->schk_datalen);
-	shim_set_oid(&s->sch.oid, DN_SCH, sizeof(s->sch));
-	s->sch.sched_nr = (uint32_t)nr;
-	s->fp = fp;
-	s->fs = calloc(1, sizeof(*s->fs));
-	shim_set_oid(&s->fs->fs.oid, DN_FS, sizeof(s->fs->fs));
-	s->fs->fs.fs_nr = (uint32_t)nr + 65536;
-	s->fs->fs.sched_nr = (uint32_t)nr;
-	s->fs->sched = s;
-	s->fs->aqmfp = aqm;
-	if (fp->config != NULL)
-		fp->config(s);
-	return (s);
+	fs = calloc(1, sizeof(*fs));
+	shim_set_oid(&fs->fs.oid, DN_FS, sizeof(fs->fs));
+	fs->fs.fs_nr = (uint32_t)nr + 65536;
+	fs->fs.sched_nr = (uint32_t)nr;
+	fs->aqmfp = aqm;
+	return (shim_sched_new(nr, fp, fs));
 }
 
 /* As si_new(): private area zeroed, new_sched, then a flowset AQM's init. */
@@ -523,6 +545,7 @@ shim_si_find(struct dn_schk *s)
 	si = calloc(1, sizeof(*si) + fp->si_datalen);
 	shim_set_oid(&si->ni.oid, DN_SCH_I, sizeof(struct dn_flow));
 	shim_set_oid(&si->dline.oid, DN_DELAY_LINE, sizeof(struct delay_line));
+	si->ni.oid.id = si->dline.oid.id = (uint32_t)-1;	/* not in the heap */
 	si->sched = s;
 	si->dline.si = si;
 	if (fp->new_sched != NULL && fp->new_sched(si) != 0) {
@@ -573,28 +596,67 @@ shim_si_drain(struct dn_schk *s)
 	return (1);
 }
 
-/* 'dnctl sched N delete': instances first, then the scheduler's destroy. */
-void
-shim_sched_delete(struct dn_schk *s)
+/*
+ * As fsk_detach() of the internal flowset: aqm_cleanup_deconfig_fs() runs
+ * the AQM's cleanup on the queue at (si + 1) of a live instance (whatever
+ * its aqm_status), then the scheduler's free_fsk.
+ */
+static void
+shim_fs_detach(struct dn_schk *s)
+{
+	struct dn_sch_inst *si = (struct dn_sch_inst *)s->siht;
+	struct dn_fsk *fs = s->fs;
+
+	if (!(s->fp->flags & DN_MULTIQUEUE) && si != NULL &&
+	    fs->aqmfp != NULL && fs->aqmfp->cleanup != NULL)
+		fs->aqmfp->cleanup((struct dn_queue *)(si + 1));
+	if (s->fp->free_fsk != NULL)
+		s->fp->free_fsk(fs);
+	fs->sched = NULL;
+}
+
+/* As schk_delete_cb(): its instance, then the scheduler's destroy. */
+static void
+shim_schk_delete(struct dn_schk *s)
 {
 
 	shim_si_destroy(s);
 	if (s->fp->destroy != NULL)
 		s->fp->destroy(s);
-	(free)(s->fs);
+	memset(s, 0, sizeof(*s));
 	(free)(s);
 }
 
-/* A changed 'dnctl sched N config': the old one goes, traffic and all. */
+/*
+ * 'dnctl sched N delete', as delete_schk(): the internal flowset is
+ * detached and freed first, then the instance and the scheduler go (the
+ * queue at (si + 1) still points to the freed flowset, as in the kernel).
+ */
+void
+shim_sched_delete(struct dn_schk *s)
+{
+	struct dn_fsk *fs = s->fs;
+
+	shim_fs_detach(s);
+	memset(fs, 0, sizeof(*fs));
+	(free)(fs);
+	shim_schk_delete(s);
+}
+
+/*
+ * A changed 'dnctl sched N config': the old scheduler goes, traffic and
+ * all, and the new one reuses the internal flowset, as config_sched() does.
+ */
 struct dn_schk *
 shim_sched_reconfigure(struct dn_schk *s)
 {
 	int nr = (int)s->sch.sched_nr;
-	const char *type = KFIELD(s->fp, KDN_ALG_NAME, const char *);
-	struct dn_aqm *aqm = s->fs->aqmfp;
+	struct dn_alg *fp = s->fp;
+	struct dn_fsk *fs = s->fs;
 
-	shim_sched_delete(s);
-	return (shim_sched_config(nr, type, aqm));
+	shim_fs_detach(s);
+	shim_schk_delete(s);
+	return (shim_sched_new(nr, fp, fs));
 }
 
 /* As dummynet_io(): its tag first, then the scheduler's enqueue. */

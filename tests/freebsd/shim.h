@@ -11,10 +11,14 @@
  * the test fires, a device pager that calls the module's pager methods,
  * sysctls registered and removed as the kernel does, and dummynet: the
  * scheduler list (a CK_LIST written at the kernel's offsets), schedulers
- * with their private area, instances allocated and destroyed as si_new() and
- * si_destroy() do (the dn_queue at (si + 1) read for a single-queue
- * scheduler, a flowset AQM's init and cleanup), idle expiry, its packet tag
- * first on every packet, and ecn_mark() at the tag's IP header offset.
+ * with their private area and internal flowset (freed before the instance
+ * on delete, reused on reconfiguration, as config_sched() and delete_schk()
+ * do), instances allocated and destroyed as si_new() and si_destroy() do
+ * (the dn_queue at (si + 1) read for a single-queue scheduler, a flowset
+ * AQM's init and cleanup), idle expiry, its packet tag first on every
+ * packet, and ecn_mark() at the tag's IP header offset.  Unlike
+ * dummynet_io(), enqueue does not serve the instance at once: the harness
+ * dequeues when it chooses, as a busy link would.
  */
 
 #ifndef AQM_LLM_SHIM_H
@@ -378,7 +382,6 @@ extern pthread_mutex_t shim_dn_lock;
 extern int shim_dn_ready;		/* dummynet's SYSINITs have run */
 extern int shim_dn_tag_errors;		/* dn_tag_get() found another tag first */
 extern int shim_dn_alg_loaded;
-extern uint32_t shim_io_pkt_drop;
 void	shim_dn_boot(void);		/* SYSINITs in order, modules at boot */
 struct dn_alg *shim_find_sched(const char *);
 int	shim_alg_ref_count(const struct dn_alg *);	/* at the kernel offset */
