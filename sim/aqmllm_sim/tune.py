@@ -24,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .scenario import LINUX_STEP, load
+from .sweep import sweep
 
 #: (label, step settings), the Linux default first.
 CANDIDATES: tuple[tuple[str, dict[str, int]], ...] = (
@@ -44,18 +44,6 @@ UTIL_SLACK = 0.02
 L_P99_RATIO, L_P99_SLACK_MS = 1.5, 2.0
 C_P99_RATIO, C_P99_SLACK_MS = 1.5, 2.0
 STEP_KEYS = tuple(LINUX_STEP)
-
-
-def _one(job: tuple[Path, str, int]) -> dict[str, Any]:
-    from .runner import run
-
-    path, label, seed = job
-    config = dict(CANDIDATES)[label]
-    sc = dataclasses.replace(load(path), seed=seed, **config)
-    r = run(sc, "dualpi2", plots=False)
-    return {"scenario": r["scenario"], "path": str(path), "candidate": label, "seed": seed,
-            "utilisation": r["utilisation"], "jain": r["jain"],
-            "l_p99_ms": r["sojourn_ms_l"]["p99"], "c_p99_ms": r["sojourn_ms_c"]["p99"]}
 
 
 def choose(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -92,9 +80,13 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def tune(paths: list[Path], seeds: tuple[int, ...] = TUNING_SEEDS,
          jobs: int = 2) -> dict[str, dict[str, Any]]:
     work = [(p, label, s) for p in paths for label, _ in CANDIDATES for s in seeds]
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(pool.map(_one, work))
-    return choose(rows)
+    scenarios = {p: load(p) for p in paths}
+    results = sweep([dataclasses.replace(scenarios[p], seed=s, **dict(CANDIDATES)[label])
+                     for p, label, s in work], ["dualpi2"], jobs)
+    return choose([{"scenario": r["scenario"], "path": str(p), "candidate": label,
+                    "seed": s, "utilisation": r["utilisation"], "jain": r["jain"],
+                    "l_p99_ms": r["sojourn_ms_l"]["p99"], "c_p99_ms": r["sojourn_ms_c"]["p99"]}
+                   for (p, label, s), r in zip(work, results, strict=True)])
 
 
 def table(chosen: dict[str, dict[str, Any]]) -> str:
