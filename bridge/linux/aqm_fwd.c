@@ -428,7 +428,6 @@ rx(struct fwd *f, int reverse)
 		}
 		p->len = (uint16_t)n;
 		now = mono_ns();
-		ecn = pkt_ecn(p->data, p->len);
 		p->path = pkt_path(f, p->data, p->len, reverse);
 		if (reverse) {
 			f->rx_rev++;
@@ -438,6 +437,7 @@ rx(struct fwd *f, int reverse)
 			continue;
 		}
 		f->rx_fwd++;
+		ecn = pkt_ecn(p->data, p->len);
 		if (ecn < 0) {
 			/* Not IP (the stack sends none here): pass it on. */
 			f->not_ip++;
