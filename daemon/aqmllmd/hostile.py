@@ -32,6 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import contract
 from .features import FEATURE_NAMES, N_FEATURES
+from .onnx_build import contract_model
 
 LEN_INDEX = FEATURE_NAMES.index("len_bytes")
 QUEUE_L_INDEX = FEATURE_NAMES.index("queue_l")
@@ -46,28 +47,13 @@ def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value, np.float32), name)
 
 
-def _finish(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], kind: str,
-            version: str | None = None) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, f"aqmllm_hostile_{kind.replace('-', '_')}",
-        [helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", N_FEATURES])],
-        [helper.make_tensor_value_info(contract.OUTPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", len(contract.ACTIONS)])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="aqmllmd.hostile")
-    model.ir_version = 8
-    helper.set_model_props(model, {
-        contract.META_CONTRACT: contract.CONTRACT_VERSION,
-        contract.META_FEATURES: ",".join(FEATURE_NAMES),
-        contract.META_ACTIONS: ",".join(contract.ACTIONS),
-        contract.META_PRODUCER: "aqmllmd.hostile (a wrong model, on purpose)",
-        contract.META_VERSION: version or f"hostile-{kind}",
-        contract.META_DESCRIPTION: f"Hostile test model {kind}: never serve it.",
-    })
-    onnx.checker.check_model(model)
-    return model
+def _finish(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+            kind: str) -> onnx.ModelProto:
+    return contract_model(nodes, inits, f"aqmllm_hostile_{kind.replace('-', '_')}",
+                          producer_name="aqmllmd.hostile",
+                          producer="aqmllmd.hostile (a wrong model, on purpose)",
+                          version=f"hostile-{kind}",
+                          description=f"Hostile test model {kind}: never serve it.")
 
 
 def _constant_rows(row: list[float], kind: str) -> onnx.ModelProto:

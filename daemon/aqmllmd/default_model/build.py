@@ -23,13 +23,14 @@ from pathlib import Path
 import click
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from aqm_bridge.channel import Region
 from aqm_bridge.core import DROP, MARK, Core
 
 from .. import contract
 from ..features import FEATURE_NAMES, History, compute
+from ..onnx_build import contract_model
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "interim.onnx"
@@ -153,26 +154,10 @@ def to_onnx(params: dict[str, np.ndarray], description: str) -> onnx.ModelProto:
         helper.make_node("Add", ["h2", "b2"], ["logits"]),
         helper.make_node("Softmax", ["logits"], [contract.OUTPUT_NAME], axis=1),
     ]
-    graph = helper.make_graph(
-        nodes, "aqmllm_default",
-        [helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", len(FEATURE_NAMES)])],
-        [helper.make_tensor_value_info(contract.OUTPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", len(contract.ACTIONS)])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="aqmllmd.default_model.build")
-    model.ir_version = 8
-    helper.set_model_props(model, {
-        contract.META_CONTRACT: contract.CONTRACT_VERSION,
-        contract.META_FEATURES: ",".join(FEATURE_NAMES),
-        contract.META_ACTIONS: ",".join(contract.ACTIONS),
-        contract.META_PRODUCER: "aqmllmd.default_model.build (numpy fit, no LLM)",
-        contract.META_VERSION: "interim-dualpi2-fit-1",
-        contract.META_DESCRIPTION: description,
-    })
-    onnx.checker.check_model(model)
-    return model
+    return contract_model(nodes, inits, "aqmllm_default",
+                          producer_name="aqmllmd.default_model.build",
+                          producer="aqmllmd.default_model.build (numpy fit, no LLM)",
+                          version="interim-dualpi2-fit-1", description=description)
 
 
 @click.command()
