@@ -19,10 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef AQM_LLM_SI
-#define	AQM_LLM_SI(si)	((struct aqm_llm_si *)(si))
-#endif
-
 static int checks, failures;
 
 #define	CHECK(cond) do {						\
