@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ffi import ffi, lib
+from ._ffi import abi_table, ffi, lib
 from .abi import FLAG_CONSUMER_UP, FLAG_PAUSED, FLAG_PRODUCER_UP, STATE_DTYPE
 from .core import counters_to_dict, params_from_dict, params_to_dict
 
@@ -39,7 +39,7 @@ AQMLLM_ATTACH = 0x80045102
 # Largest region we agree to map: the biggest rings the ABI allows.
 MAX_REGION_BYTES = int(lib.aqm_chan_region_bytes(1 << 22, 1 << 22))
 #: aqm_chan_hdr.consumer_gen (ABI v2): bumped by each consumer that claims the region.
-CONSUMER_GEN_OFF = 60
+CONSUMER_GEN_OFF = abi_table()["aqm_chan_hdr.consumer_gen"]
 IDX_STATE_PROD, IDX_STATE_CONS, IDX_VERDICT_PROD, IDX_VERDICT_CONS = range(4)
 #: What a sealing data path (aqm-host) publishes under /dev/shm/<name>.
 _PROC_FD = re.compile(r"/proc/[0-9]+/fd/[0-9]+")
@@ -348,7 +348,8 @@ class Region:
                                f"{e.strerror}") from e
 
     def set_index(self, which: int, value: int) -> None:
-        """Tests only: move a shared ring index as a buggy or hostile peer would."""
+        """Move a shared ring index: claim_consumer's repair, and tests playing a buggy
+        or hostile peer."""
         lib.aqm_chan_set_index(self._handle, which, value)
 
     # -- lifetime ------------------------------------------------------------------------
