@@ -8,8 +8,8 @@ opens /dev/shm/NAME read-write and calls ftruncate with 0, one page and twice th
 region's size (what anyone who can open the object may do). Twice:
 
 - *sealed*: aqm-host's default region, a memfd sealed against shrinking and growing;
-- *unsealed*: `--keep-shm`, a plain POSIX shm object (as the Python test host and
-  aqm-fwd make theirs).
+- *unsealed*: `--keep-shm`, a plain POSIX shm object (as the Python test host makes
+  its own; aqm-fwd's is sealed, as aqm-host's default).
 
 For each: truncations attempted and refused (EPERM), how the host ended (its exit
 status: -7 is SIGBUS), its report's channel counters, whether aqmllmd was still running

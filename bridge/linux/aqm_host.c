@@ -690,9 +690,9 @@ region_stale(const char *path, char *why, size_t len)
 		return (0);
 	}
 	/*
-	 * A shm object (--keep-shm, the Python test host, aqm-fwd): stale
-	 * when nobody holds its producer lock and either it is no region or
-	 * its data path left it (producer flag clear).
+	 * A shm object (--keep-shm, the Python test host): stale when nobody
+	 * holds its producer lock and either it is no region or its data path
+	 * left it (producer flag clear).
 	 */
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
