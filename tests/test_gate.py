@@ -150,6 +150,20 @@ def test_the_report_has_a_table_and_a_tradeoff_plot_per_scenario(tmp_path) -> No
     text = (tmp_path / "out" / "table.md").read_text()
     assert "### a" in text and "### b" in text and "## The gate" in text
     assert "| fq_codel | 10 |" in text
+    head = (tmp_path / "out" / "headline.md").read_text().splitlines()
+    assert head[0].startswith("| scenario | DualPI2 best") and "| FQ-CoDel | model |" in head[0]
+    assert [line.split(" | ")[0] for line in head[2:]] == ["| a", "| b"]
     for s in ("a", "b"):
         png = tmp_path / "out" / s / "tradeoff.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_headline_table_is_rebuilt_from_the_held_out_suites_results() -> None:
+    import json
+    from pathlib import Path
+
+    from aqmllm_models.closed_loop import headline_table
+
+    suite = Path(__file__).resolve().parents[1] / "sim" / "figures" / "heldout-suite"
+    rows = json.loads((suite / "results.json").read_text())["rows"]
+    assert headline_table(rows) == (suite / "headline.md").read_text()

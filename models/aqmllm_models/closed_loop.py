@@ -212,8 +212,40 @@ def report(results: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     merged = list(rows.values())
     (out / "table.md").write_text(report_text(merged))
+    if {"dualpi2", "llm"} <= {r["policy"] for r in merged}:
+        (out / "headline.md").write_text(headline_table(merged))
     tradeoff_plots(merged, out)
 
+
+#: headline.md's policy columns, in this order where they ran; DualPI2 first, the model last.
+HEADLINE_POLICIES = (("dualpi2", "DualPI2 best (util / Jain / C p99 / L p99)"),
+                     ("dualpi2-default", "DualPI2 default"), ("fq_codel", "FQ-CoDel"),
+                     ("pie", "PIE"), ("codel", "CoDel"), ("llm", "model"))
+
+
+def headline_table(rows: list[dict[str, Any]]) -> str:
+    """headline.md: per scenario, each policy's means (utilisation / Jain / classic p99 /
+    L p99 ms) and the model less DualPI2, paired seed by seed (mean ± standard error)."""
+    means = {(r["scenario"], r["policy"]): r for r in mean_rows(rows)}
+    paired = {(r["scenario"], r["figure"]): r for r in paired_rows(rows)}
+    ran = {r["policy"] for r in rows}
+    cols = [(p, name) for p, name in HEADLINE_POLICIES if p in ran]
+    lines = ["| scenario | " + " | ".join(name for _, name in cols)
+             + " | model − best: util, Jain, C p99 ms (± s.e.) |",
+             "|---|" + "---|" * (len(cols) + 1)]
+    for s in sorted({r["scenario"] for r in rows}):
+        cells = []
+        for p, _ in cols:
+            m = means.get((s, p))
+            cells.append(f"{m['utilisation']:.3f} / {m['jain']:.3f} / {m['c_p99_ms']:.1f} / "
+                         f"{m['l_p99_ms']:.1f}" if m else "")
+        diff = ", ".join(f"{paired[(s, k)]['mean_difference']:+.{n}f} ± "
+                         f"{paired[(s, k)]['standard_error']:.{n}f}"
+                         for k, n in (("utilisation", 3), ("jain", 3), ("c_p99_ms", 1))
+                         if (s, k) in paired)
+        lines.append(f"| {s.removeprefix('heldout-')} | " + " | ".join(cells)
+                     + f" | {diff} |")
+    return "\n".join(lines) + "\n"
 
 
 def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
