@@ -484,9 +484,9 @@ def iperf3_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_json(stream: IO[str] | None) -> dict[str, Any]:
+    """The JSON report a process prints last (after any "ready" line)."""
     if stream is None:
         return {}
-    """The JSON report a process prints last (after any "ready" line)."""
     text = stream.read().strip()
     last = text.splitlines()[-1] if text else ""
     for candidate in (text, last):
