@@ -4,35 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from aqmllmd.config import ConfigError, load
-from aqmllmd.control import ControlPlane
-from aqmllmd.ctl import Client
 from aqmllmd.default_model import INTERIM_MODEL
-from aqmllmd.metrics import Metrics
-from aqmllmd.model import load as load_model
-from aqmllmd.server import Server
-
-
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, Client, Server]]:
-    endpoint = f"ipc://{tmp_path}/ctl.sock"
-    cfg = load(None, {"channel": str(tmp_path / "none"), "control": endpoint, "metrics": ""})
-    server = Server(cfg, load_model(INTERIM_MODEL), Metrics(lambda: None))
-    cp = ControlPlane(server, endpoint)
-    cp.start()
-    client = Client(endpoint, timeout_ms=3000)
-    try:
-        yield cp, client, server
-    finally:
-        server.stop_event.set()
-        client.close()
-        cp.stop()
 
 
 def pack(obj: object) -> bytes:

@@ -12,11 +12,11 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from ports import free_port
 
 from aqm_bridge.channel import Region
 from aqmllmd.config import ConfigError, load
@@ -40,12 +40,6 @@ def one_line_error(r: subprocess.CompletedProcess[str], match: str) -> None:
     assert "Traceback" not in r.stderr, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], r.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TestBadConfigurations:
@@ -121,22 +115,6 @@ def test_sighup_with_a_non_utf8_file_keeps_reloads_working(tmp_path: Path) -> No
     assert "Traceback" not in err, err
     assert "reload refused" in err and "not UTF-8" in err
     assert "reloaded: model" in err  # the second SIGHUP still reloads
-
-
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, Client, Server]]:
-    endpoint = f"ipc://{tmp_path}/ctl.sock"
-    cfg = load(None, {"channel": str(tmp_path / "none"), "control": endpoint, "metrics": ""})
-    server = Server(cfg, load_model(INTERIM_MODEL), Metrics(lambda: None))
-    cp = ControlPlane(server, endpoint)
-    cp.start()
-    client = Client(endpoint, timeout_ms=3000)
-    try:
-        yield cp, client, server
-    finally:
-        server.stop_event.set()
-        client.close()
-        cp.stop()
 
 
 def test_raw_bytes_on_the_control_socket_lose_no_reply(plane) -> None:  # noqa: ANN001
