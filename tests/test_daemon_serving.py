@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import urllib.request
@@ -12,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from ports import free_port
 
 from aqm_bridge.abi import STATE_DTYPE
 from aqm_bridge.channel import Region
@@ -103,9 +103,7 @@ def test_actions_are_drawn_from_the_distribution() -> None:
 
 
 def test_prometheus_exporter_serves_the_metrics() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     counters = {"decisions_model": 3, "decisions_fallback": 1, "pkts_in": [5, 6],
                 "prob_base": 0, "now_ns": 1}
     metrics = Metrics(lambda: counters)

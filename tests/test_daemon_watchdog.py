@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ports import free_port
 
 from aqm_bridge.abi import STATE_DTYPE
 from aqm_bridge.channel import Region
@@ -231,12 +232,8 @@ def test_window_judgement() -> None:
 
 
 def test_exporter_text_has_the_watchdog(rig) -> None:  # noqa: ANN001
-    import socket
-
     srv, _, _ = rig
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv.metrics.serve(f"127.0.0.1:{port}")
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     assert b"aqmllm_watchdog_trips_total" in body
