@@ -50,10 +50,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define AQM_PROG	"aqm-fwd"
 #include "aqm_core.h"
 #include "aqm_lregion.h"
-
-#define AQM_PROG	"aqm-fwd"
 #include "aqm_lutil.h"
 
 #define PKT_MAX		2048		/* bytes a slot holds (MTU 1500) */
@@ -599,17 +598,6 @@ tun_attach(const char *name)
 }
 
 static void
-wait_consumer(struct fwd *f, double seconds)
-{
-	uint64_t until = mono_ns() + (uint64_t)(seconds * 1e9);
-
-	while (!stop_requested && mono_ns() < until &&
-	    !(aqm_load_acquire(&f->reg.chan.hdr->flags) &
-	    AQM_CHAN_F_CONSUMER_UP))
-		usleep(1000);
-}
-
-static void
 print_report(struct fwd *f, double wall_s, int json)
 {
 	struct aqm_counters c;
@@ -843,7 +831,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (channel && wait_s > 0)
-		wait_consumer(&f, wait_s);
+		aqm_lregion_wait_consumer(&f.reg, wait_s);
 	printf("ready\n");
 	fflush(stdout);
 	f.start_ns = mono_ns();

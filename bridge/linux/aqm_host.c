@@ -34,10 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define AQM_PROG	"aqm-host"
 #include "aqm_core.h"
 #include "aqm_lregion.h"
-
-#define AQM_PROG	"aqm-host"
 #include "aqm_lutil.h"
 
 #define MAX_FLOWS	64
@@ -805,16 +804,6 @@ open_region(struct host *h, const char *name, uint32_t se, uint32_t ve,
 }
 
 static void
-wait_consumer(struct host *h, double seconds)
-{
-	uint64_t until = mono_ns() + (uint64_t)(seconds * 1e9);
-
-	while (!stop_requested && mono_ns() < until &&
-	    !(aqm_load_acquire(&h->reg.chan.hdr->flags) & AQM_CHAN_F_CONSUMER_UP))
-		usleep(1000);
-}
-
-static void
 print_report(struct host *h, FILE *out, int json, double wall_s)
 {
 	struct aqm_counters c;
@@ -1069,7 +1058,7 @@ main(int argc, char **argv)
 			goto out;
 		}
 		if (wait_s > 0)
-			wait_consumer(&h, wait_s);
+			aqm_lregion_wait_consumer(&h.reg, wait_s);
 	}
 	if (stress_log != NULL && strcmp(stress_log, "-") == 0)
 		h.stress_log = stdout;	/* the report goes to stderr then */

@@ -18,7 +18,7 @@
  * taken (aqm_lregion_create), and by aqm-host (bridge/linux/aqm_host.c),
  * which publishes with its own recovery of a stale name between
  * aqm_lregion_memfd and aqm_lregion_map.  Static inline: include it in one
- * translation unit of a host.
+ * translation unit of a host, after defining AQM_PROG (aqm_lutil.h).
  */
 
 #ifndef AQM_LREGION_H
@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "aqm_core.h"
+#include "aqm_lutil.h"		/* mono_ns, stop_requested */
 
 struct aqm_lregion {
 	void		*base;
@@ -211,6 +212,17 @@ aqm_lregion_watch(struct aqm_lregion *r, struct aqm_core *core, uint64_t now,
 	    rc == AQM_OK ? "channel re-attached" : "region refused, DualPI2 "
 	    "alone");
 	return (rc == AQM_OK);
+}
+
+/* Up to seconds, until a consumer is up or a signal asks us to stop. */
+static inline void
+aqm_lregion_wait_consumer(const struct aqm_lregion *r, double seconds)
+{
+	uint64_t until = mono_ns() + (uint64_t)(seconds * 1e9);
+
+	while (!stop_requested && mono_ns() < until &&
+	    !(aqm_load_acquire(&r->chan.hdr->flags) & AQM_CHAN_F_CONSUMER_UP))
+		usleep(1000);
 }
 
 #endif /* !AQM_LREGION_H */
