@@ -65,6 +65,12 @@ class Rig:
         assert self.host.returncode == 0
         return json.loads(out)
 
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for p in (self.daemon, self.host):
             if p is not None and p.poll() is None:
@@ -76,11 +82,8 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path, duration=6)
-    try:
+    with Rig(tmp_path, duration=6) as r:
         yield r
-    finally:
-        r.close()
 
 
 def every_packet_decided(report: dict) -> None:
@@ -143,11 +146,8 @@ def test_sigterm_stops_cleanly_and_clears_the_consumer_flag(rig: Rig) -> None:
 @pytest.fixture
 def long_rig(tmp_path: Path) -> Iterator[Rig]:
     """Long enough for two validations (each in a child process) on a busy machine."""
-    r = Rig(tmp_path, duration=15)
-    try:
+    with Rig(tmp_path, duration=15) as r:
         yield r
-    finally:
-        r.close()
 
 
 def test_reload_and_model_swap_on_a_live_daemon(long_rig: Rig) -> None:
