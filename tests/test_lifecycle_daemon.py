@@ -250,3 +250,40 @@ def test_a_data_path_that_left_after_a_channel_error_is_served_again(procs: Proc
     rep = json.loads(out)
     assert rep["channel_errors"] == 1 and rep["channel_reattaches"] == 1
     assert "claimed it again" in procs.log("d.log")
+
+
+def test_control_commands_while_the_loop_detaches_never_touch_an_unmapped_region(
+        tmp_path: Path) -> None:
+    """The loop unmaps the region when the data path leaves; a status, pause or params
+    request arriving at that moment on the control thread once read the closed mapping
+    through the C handle and killed the daemon with SIGSEGV (a CI run's `status` after
+    aqm-host exited found no daemon). Both threads hammer it for a second."""
+    region = Region.create(f"aqm-test-lcd-race-{os.getpid()}", 64, 64)
+    try:
+        cfg = load(None, {"channel": str(region.path), "metrics": "",
+                          "control": f"ipc://{tmp_path}/c.sock"})
+        server = Server(cfg, load_model(INTERIM_MODEL), Metrics(lambda: None))
+        done, answered = threading.Event(), [0]
+
+        def control() -> None:
+            while not done.is_set():
+                server.status()
+                server.set_paused(answered[0] % 2 == 1)
+                answered[0] += 1
+
+        t = threading.Thread(target=control)
+        t.start()
+        cycles = 0
+        try:
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                server.region = server._attach()
+                assert server.region is not None, server.channel_error
+                server._detach()
+                cycles += 1
+        finally:
+            done.set()
+            t.join()
+        assert cycles > 50 and answered[0] > 50, (cycles, answered[0])
+    finally:
+        region.close(unlink=True)

@@ -202,13 +202,15 @@ class ControlPlane:
             srv.set_paused(cmd == "pause")
             return {"paused": srv.paused}
         if cmd == "params_get":
-            return self._region().current_params()
+            with srv.region_lock:
+                return self._region().current_params()
         if cmd == "params_set":
             params = args["params"]
             if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
                        for k, v in params.items()):
                 raise RequestError("params must map names to integers")
-            return self._region().request_params(**params)
+            with srv.region_lock:  # the loop's detach waits up to request_params' 1 s
+                return self._region().request_params(**params)
         if cmd == "reload":
             if self.reload is None:
                 raise RequestError("reload is not available")

@@ -172,6 +172,9 @@ class Server:
         self.stop_event = threading.Event()
         self.paused = False
         self.region: Region | None = None
+        #: Held by the loop while it unmaps the region and by the control thread while it
+        #: reads or writes the region: a closed mapping read from C is a segfault.
+        self.region_lock = threading.Lock()
         #: Why the channel could not be attached, last time it was tried (None: it was).
         self.channel_error: str | None = None
         #: Set when the daemon must stop (another consumer holds the region).
@@ -310,8 +313,9 @@ class Server:
         self.paused = on
         self.pause_reason = reason if on else None
         self.metrics.paused.set(1 if on else 0)
-        if self.region is not None:
-            self.region.paused = on
+        with self.region_lock:
+            if self.region is not None:
+                self.region.paused = on
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> None:
@@ -472,12 +476,13 @@ class Server:
             log.warning("data path counters unreadable: %s", e)
 
     def _detach(self) -> None:
-        if self.region is not None:
-            try:
-                self.region.consumer_up = False
-            finally:
-                self.region.close()
-                self.region = None
+        with self.region_lock:
+            if self.region is not None:
+                try:
+                    self.region.consumer_up = False
+                finally:
+                    self.region.close()
+                    self.region = None
 
     def serve(self, recs: np.ndarray) -> None:
         """One batch: features, deadline filter, inference, verdicts."""
@@ -575,8 +580,11 @@ class Server:
         self._fail_logged_at = now
 
     def status(self) -> dict[str, Any]:
+        with self.region_lock:
+            return self._status(self.region)
+
+    def _status(self, region: Region | None) -> dict[str, Any]:
         model = self.slot.current
-        region = self.region
         try:
             guard = self._guard_in_force(region)
         except ChannelError as e:  # a data path stuck mid-write of its counters
