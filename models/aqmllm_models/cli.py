@@ -1,4 +1,4 @@
-"""`aqmllm-train`: teacher, distill, export, evaluate, lora-vs-full."""
+"""`aqmllm-train`: teacher, distill, export, evaluate, lora-vs-full, ablation."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from aqmllmd import contract
 
+from .ablation import ablation
 from .checkpoint import (
     CheckpointError,
     build_teacher,
@@ -36,6 +37,9 @@ def _steps(*datasets: str, returns: str = "packet"):  # noqa: ANN202
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Train the AQM-LLM teacher, distil the student, export it for aqmllmd."""
+
+
+cli.add_command(ablation)  # ablation.py: the teacher's backbones compared
 
 
 @cli.command()
