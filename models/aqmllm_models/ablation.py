@@ -130,10 +130,12 @@ def build(kind: str, steps: Any, seed: int, backbone: str | None = None,
     if kind not in BACKBONES:
         raise ValueError(f"backbone {kind!r} is not one of {', '.join(BACKBONES)}")
     if kind == "pretrained":
-        torch.manual_seed(0)
-        bb = with_lora(tiny_llama(64) if tiny else load_backbone(backbone))
+        torch.manual_seed(0)  # the tiny stand-in's weights: the same for every seed
+        bb = tiny_llama(64) if tiny else load_backbone(backbone)
+        torch.manual_seed(seed)  # the adapters from the run's seed
+        bb = with_lora(bb)
     elif kind == "random":
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # the backbone's weights, then the adapters
         bb = with_lora(tiny_llama(64) if tiny else LlamaModel(_llama_config(backbone)))
     torch.manual_seed(seed)  # the encoder, embeddings, head (and the GRU) from the seed
     if kind == "none":
