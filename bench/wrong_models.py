@@ -30,7 +30,7 @@ import click
 
 from aqm_bridge._ffi import REPO_ROOT
 from aqmllmd import hostile
-from aqmllmd.default_model import DEFAULT_MODEL
+from aqmllmd.default_model import DEFAULT_MODEL, STUDENT_MODEL
 from aqmllmd.demo import run_host, run_with_daemon
 
 HOSTILE = ("always-drop", "always-mark", "uniform", "adversarial")
@@ -63,7 +63,7 @@ def main_job(models: dict[str, str], duration: float, tmp: Path, run: int = 0,
                                               if budget_off else [])
     for name, path in models.items():
         for watchdog, budget in setups:
-            if name == "default" and not (watchdog and budget):
+            if name in ("default", "student") and not (watchdog and budget):
                 continue
             report, status = run_with_daemon(
                 args + ([] if budget else ["--harm-budget", "off"]), model=path,
@@ -128,7 +128,7 @@ def ns3(models: dict[str, str], duration: float, tmp: Path) -> list[dict[str, An
 @click.option("--duration", default=5.0, show_default=True, help="main job: seconds per run")
 @click.option("--sim-duration", default=5.0, show_default=True,
               help="ns-3: simulated seconds per run (0: skip ns-3)")
-@click.option("--only", multiple=True, type=click.Choice(("default", *HOSTILE)),
+@click.option("--only", multiple=True, type=click.Choice(("default", "student", *HOSTILE)),
               help="only these models")
 @click.option("--realtime/--no-realtime", default=True, show_default=True,
               help="main job: build/aqm-host under SCHED_FIFO 1 (chrt), as aqm-fwd runs, so "
@@ -153,7 +153,7 @@ def main(duration: float, sim_duration: float, only: tuple[str, ...], realtime: 
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         os.chmod(tmp, 0o755)
-        models = {"default": str(DEFAULT_MODEL)}
+        models = {"default": str(DEFAULT_MODEL), "student": str(STUDENT_MODEL)}
         models.update({k: str(hostile.write(k, tmp / f"{k}.onnx")) for k in HOSTILE})
         if only:
             models = {k: v for k, v in models.items() if k in only}

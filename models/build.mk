@@ -1,7 +1,8 @@
 # make model: the shipped default model from scratch (models/recipe.toml):
 # record on ns-3, train the SmolLM2 teacher, distil, DAgger, export, evaluate
 # closed loop on the held-out scenarios, write models/default/ and its card,
-# and make it aqmllmd's packaged default. Stages already done in build/model
+# ship it as aqmllmd's student.onnx and, only if it passes the gate, as its
+# packaged default. Stages already done in build/model
 # are skipped (the teacher resumes from its checkpoint); MODEL_FRESH=1 starts over.
 # About 25-35 minutes from scratch on a 2-core machine: 14-20 up to the closed
 # loop, 10-15 for the closed loop on twenty seeds (models/README.md). Run it alone: a

@@ -223,7 +223,7 @@ def hostile_models(tmp: Path) -> dict[str, tuple[Path, str]]:
     import onnx
     from onnx import helper
 
-    from aqmllmd.default_model import DEFAULT_MODEL
+    from aqmllmd.default_model import STUDENT_MODEL
     from aqmllmd.default_model.build import to_onnx
     from aqmllmd.features import N_FEATURES
 
@@ -251,7 +251,7 @@ def hostile_models(tmp: Path) -> dict[str, tuple[Path, str]]:
                                               domain="com.evil"))
     custom.opset_import.append(helper.make_opsetid("com.evil", 1))
     truncated = tmp / "truncated.onnx"
-    truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:2000])
+    truncated.write_bytes(STUDENT_MODEL.read_bytes()[:2000])
     os.chmod(truncated, 0o644)
     guard = to_onnx(params(), "guard")
     onnx.helper.set_model_props(guard, {**{p.key: p.value for p in guard.metadata_props},

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from aqm_bridge.abi import STATE_DTYPE
 from aqmllmd import contract, features
-from aqmllmd.default_model import DEFAULT_MODEL, INTERIM_MODEL
+from aqmllmd.default_model import DEFAULT_MODEL, INTERIM_MODEL, STUDENT_MODEL
 from aqmllmd.default_model.build import to_onnx
 from aqmllmd.model import ModelError, TrustPolicy, load
 
@@ -32,13 +32,36 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
 
 
 def test_the_shipped_models_pass_and_run() -> None:
-    for path in (DEFAULT_MODEL, INTERIM_MODEL):
+    for path in (DEFAULT_MODEL, STUDENT_MODEL, INTERIM_MODEL):
         model = load(path)
         probs = model.run(np.zeros((5, N), np.float32))
         assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    # The default is the trained student, made for the guard it runs under.
-    assert load(DEFAULT_MODEL).verdict_guard == "dualpi2"
+    # The default and the student are made for the guard the core runs by default.
+    assert load(DEFAULT_MODEL).verdict_guard == "dualpi2" == load(STUDENT_MODEL).verdict_guard
     assert "not the trained" in load(INTERIM_MODEL).description.lower()
+
+
+def test_the_default_decides_nothing_beyond_dualpi2() -> None:
+    """It answers enqueue for every state, so under the core's default dualpi2 guard every
+    decision is DualPI2's own (tests/test_core_verdicts.py,
+    test_under_the_dualpi2_guard_a_model_that_always_enqueues_is_dualpi2)."""
+    from aqmllmd.default_model import dualpi2_only
+    from aqmllmd.server import choose_actions
+    from aqmllmd.validate import realistic_features
+
+    assert DEFAULT_MODEL.read_bytes() == dualpi2_only.build().SerializeToString(), \
+        "default.onnx is not what `python -m aqmllmd.default_model.dualpi2_only` writes"
+    model = load(DEFAULT_MODEL)
+    assert model.version == dualpi2_only.VERSION and model.verdict_guard == "dualpi2"
+    rng = np.random.default_rng(4)
+    hostile_rows = rng.choice(np.array([np.nan, np.inf, -np.inf, 0.0, 1e30, -1e30],
+                                       np.float32), size=(64, N))
+    for x in (realistic_features(4096), hostile_rows, np.zeros((1, N), np.float32)):
+        probs = model.run(x)
+        assert probs.shape == (len(x), 3)
+        assert (probs == np.array([1, 0, 0], np.float32)).all()
+        for policy in ("sample", "argmax"):
+            assert not choose_actions(probs, policy, rng).any()
 
 
 def test_the_interim_model_ignores_what_dualpi2_does_not_read() -> None:

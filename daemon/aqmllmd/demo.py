@@ -7,7 +7,10 @@ synthetic load (scalable and classic flows through a bottleneck) twice:
 
 1. DualPI2 alone, no channel;
 2. the channel attached and aqmllmd serving the embedded default model as a separate
-   process, exactly as on a router.
+   process, exactly as on a router. That model decides nothing beyond DualPI2 (no
+   trained model passes the promotion gate), so the two runs differ only by chance and
+   by the channel's cost; --model serves another, e.g. the AQM-LLM student
+   (aqmllmd/default_model/student.onnx).
 
 It prints, for each, throughput, per-queue sojourn and marks/drops by decision source,
 and for the second the share of packets that got a model verdict on time.
@@ -99,8 +102,8 @@ def main(model: str | None, **opts: Any) -> None:
         click.echo(f"Real TCP through the forwarder not run: {why}.")
     if model is None:
         compare(run_host, "aqmllmd",
-                "aqmllmd in the loop (embedded default model: the distilled AQM-LLM "
-                "student):", **opts)
+                "aqmllmd in the loop (embedded default model: decides nothing beyond "
+                "DualPI2):", **opts)
         return
     path = os.path.abspath(model)
 

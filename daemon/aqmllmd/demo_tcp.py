@@ -179,8 +179,8 @@ def main_real(duration: float, rate_mbps: float, rtt_ms: float, as_json: bool,
     if as_json:
         click.echo(json.dumps({"dualpi2": alone, "aqmllmd": looped}, indent=2))
         return
-    what = f"model {model}" if model else ("embedded default model: the distilled AQM-LLM "
-                                           "student")
+    what = f"model {model}" if model else ("embedded default model: decides nothing "
+                                           "beyond DualPI2")
     for label, r in (("DualPI2 alone:", alone), (f"aqmllmd in the loop ({what}):", looped)):
         click.echo("\n".join(summarise(label, r["forwarder"])))
         click.echo("\n".join(flow_lines(r)))

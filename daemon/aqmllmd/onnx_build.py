@@ -1,6 +1,7 @@
 """An ONNX model to the contract (aqmllmd.contract) from its graph's nodes and weights:
-the packaged interim model (default_model.build) and the hostile ones (hostile) are
-assembled here, with the contract's input, output and metadata."""
+the packaged default and interim models (default_model.dualpi2_only, default_model.build)
+and the hostile ones (hostile) are assembled here, with the contract's input, output
+and metadata."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ IR_VERSION = 8
 
 def contract_model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], name: str, *,
                    producer_name: str, producer: str, version: str,
-                   description: str) -> onnx.ModelProto:
+                   description: str, verdict_guard: str | None = None) -> onnx.ModelProto:
     """The graph `name` of these nodes over `contract.INPUT_NAME` to
     `contract.OUTPUT_NAME`, with the contract's metadata; checked by onnx."""
     graph = helper.make_graph(
@@ -36,6 +37,7 @@ def contract_model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], n
         contract.META_PRODUCER: producer,
         contract.META_VERSION: version,
         contract.META_DESCRIPTION: description,
+        **({contract.META_VERDICT_GUARD: verdict_guard} if verdict_guard else {}),
     })
     onnx.checker.check_model(model)
     return model

@@ -54,11 +54,13 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "tags: [aqm, l4s, dualpi2, offline-rl, distillation, aqm-llm]",
         "---",
         "",
-        "# AQM-LLM default model",
+        "# AQM-LLM student model",
         "",
-        (f"The student network that aqmllmd serves by default: {features.N_FEATURES} "
-         "features in (the daemon's" if pipe.installed else "The student network `make model` "
-         "made (aqmllmd's packaged default once one passes the promotion gate below): "
+        ("The student network `make model` made, shipped as aqmllmd's `student.onnx`"
+         + (" and, as it passed the promotion gate below, its packaged default"
+            if pipe.installed_default else "") + f": {features.N_FEATURES} features in "
+         "(the daemon's" if pipe.installed else "The student network `make model` made "
+         "(aqmllmd's packaged default only once one passes the promotion gate below): "
          f"{features.N_FEATURES} features in (the daemon's"),
         "feature pipeline), a distribution over enqueue, drop and mark out, normalisation in",
         "the graph. It was distilled from an AQM-LLM teacher (a pretrained LLM with LoRA,",
@@ -164,7 +166,10 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         *(["**Passed.**"] if not pipe.gate_failures else
           ["**Not passed**, so it was not installed as aqmllmd's default:", "",
            *[f"- {why}" for why in pipe.gate_failures]]),
-        *(["", "Installed as aqmllmd's packaged default model."] if pipe.installed else []),
+        *(["", "Installed as aqmllmd's `student.onnx`"
+           + (" and its packaged default model." if pipe.installed_default else
+              "; aqmllmd's packaged default stays the model that decides nothing beyond "
+              "DualPI2.")] if pipe.installed else []),
         "",
         "## Limits",
         "",

@@ -402,8 +402,8 @@ def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds
               help="datasets, teacher, student; stages already done there are skipped")
 @click.option("--tiny", is_flag=True, help="a tiny random Llama teacher (smoke runs, tests)")
 @click.option("--install/--no-install", default=False, show_default=True,
-              help="make it aqmllmd's packaged default model if it passes the gate "
-                   "(closed_loop.gate: DualPI2's utilisation and fairness, lower p99)")
+              help="ship it as aqmllmd's student.onnx, and as its packaged default "
+                   "if it passes the gate (closed_loop.gate)")
 @click.option("--force-install", is_flag=True, help="install it even if it fails the gate")
 def pipeline(recipe: Path, out: Path, work: Path, tiny: bool, install: bool,
              force_install: bool) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMON_DEFAULT = REPO / "daemon" / "aqmllmd" / "default_model" / "default.onnx"
+#: Where the student ships, opt-in (`aqmllmctl set-model`), whatever the gate says.
+DAEMON_STUDENT = REPO / "daemon" / "aqmllmd" / "default_model" / "student.onnx"
 _RECORD_KEYS = {"scenario", "policy", "explore_rate", "target_us", "step_threshold_us",
                 "duration_s", "seeds", "model"}
 
@@ -57,7 +59,8 @@ class Pipeline:
         self.force_install = force_install
         self.gate_failures: list[str] = []
         self.reran = False
-        self.installed = False
+        self.installed = False  # as aqmllmd's student.onnx
+        self.installed_default = False
         self.echo = echo
         self.commands: list[str] = []
         self.seconds: dict[str, float] = {}
@@ -162,14 +165,20 @@ class Pipeline:
         self.gate_failures = gate(json.loads((ev_dir / "results.json").read_text())["rows"])
         for why in self.gate_failures:
             self.echo(f"[gate] {why}")
+        if self.install:
+            shutil.copy(model, DAEMON_STUDENT)
+            DAEMON_STUDENT.chmod(0o644)
+            self.installed = True
+            self.echo(f"installed as aqmllmd's student model: {_rel(str(DAEMON_STUDENT))}")
         if self.install and (not self.gate_failures or self.force_install):
             shutil.copy(model, DAEMON_DEFAULT)
             DAEMON_DEFAULT.chmod(0o644)
-            self.installed = True
+            self.installed_default = True
             self.echo(f"installed as aqmllmd's default model: {_rel(str(DAEMON_DEFAULT))}")
         elif self.install:
             self.echo("not installed as aqmllmd's default: it does not pass the gate "
-                      "(--force-install overrides)")
+                      "(--force-install overrides); the default stays "
+                      f"{_rel(str(DAEMON_DEFAULT))}")
         write_card(self, teacher_dir, final_dir, datasets, export, offline, ev_dir)
         return model
 

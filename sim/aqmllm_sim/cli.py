@@ -56,7 +56,8 @@ class _Bar:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="result.json, timeseries.csv, sojourns.bin and PNG plots here")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="ONNX model for --policy llm (default: aqmllmd's default model)")
+              help="ONNX model for --policy llm (default: the AQM-LLM student, "
+                   "aqmllmd/default_model/student.onnx)")
 @click.option("--inference-latency-us", default=0, show_default=True,
               help="llm: a verdict counts only for packets that stayed this long")
 @click.option("--json", "as_json", is_flag=True)
@@ -85,7 +86,8 @@ def run_cmd(scenario: str, policy: str, out: Path | None, model: str | None,
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
 @click.option("--policies", default="dualpi2,pie,codel,fq_codel,red,fifo", show_default=True)
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="ONNX model for the llm policy (default: aqmllmd's default model)")
+              help="ONNX model for the llm policy (default: the AQM-LLM student, "
+                   "aqmllmd/default_model/student.onnx)")
 @click.option("--inference-latency-us", default=0, show_default=True,
               help="llm: a verdict counts only for packets that stayed this long")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

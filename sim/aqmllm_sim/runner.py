@@ -27,6 +27,10 @@ RUNNER = REPO_ROOT / "build" / "aqm-sim"
 _channel_ids = itertools.count()
 
 
+#: The llm policy's model unless told otherwise: the AQM-LLM student that aqmllmd ships
+#: (not its packaged default, which decides nothing beyond DualPI2). A path, not an
+#: import: sim/ depends on aqm_bridge only (tests/test_imports.py).
+STUDENT_MODEL = REPO_ROOT / "daemon" / "aqmllmd" / "default_model" / "student.onnx"
 #: Who decides in the core's place when recording (sim/ns3/behaviour-policy.h).
 BEHAVIOURS = ("dualpi2", "pie", "explore")
 
@@ -49,6 +53,10 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
     varied behaviour (sim/ns3/behaviour-policy.h): "pie" or "explore" (DualPI2 with a
     share explore_rate of packets decided at random).
     """
+    if policy == "llm" and model is None:
+        # The model of the project's evaluations, not aqmllmd's packaged default (which
+        # decides nothing beyond DualPI2: aqmllmd/default_model/__init__.py).
+        model = str(STUDENT_MODEL)
     if not RUNNER.is_file():
         raise RunError(f"{RUNNER} missing: `make` builds it when the ns3 wheel is installed "
                        "(pip install '.[sim]')")
@@ -107,7 +115,7 @@ def run(scenario: Scenario, policy: str, out_dir: Path | None = None,
     result.update(throughput_summary(result["flows"], scenario.duration_s))
     if policy == "llm":
         result["inference_latency_us"] = inference_latency_us
-        result["model"] = model or "default"
+        result["model"] = model
     if out_dir is not None:
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
         (out_dir / "scenario.txt").write_text(config)
