@@ -167,6 +167,11 @@ scenarios = ["{scenario}"]
     ('[record]\n[[record.jobs]]\nscenario = "x"\nspeed = 1\n[teacher]\n[distill]\n'
      '[dagger]\n[evaluate]\n', "unknown ['speed']"),
     ("[record\n", "recipe.toml"),
+    ("[record]\n[teacher]\n[distill]\n[dagger]\n[evaluate]\n", "lists a recording"),
+    ('[record.generate]\nseed = 1\ncount = 0\npolicies = [{policy = "pie"}]\n[teacher]\n'
+     '[distill]\n[dagger]\n[evaluate]\n', "count must be 1-200"),
+    ('[record.generate]\nseed = 1\ncount = 2\npolicies = [{scenario = "x"}]\n[teacher]\n'
+     '[distill]\n[dagger]\n[evaluate]\n', "without a scenario"),
 ])
 def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> None:
     from aqmllm_models.cli import cli
@@ -175,6 +180,32 @@ def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> Non
     r = CliRunner().invoke(cli, ["pipeline", str(tmp_path / "recipe.toml"), "--out",
                                  str(tmp_path / "o"), "--work", str(tmp_path / "w")])
     assert r.exit_code != 0 and message in r.output
+
+
+def test_generated_scenarios_are_recorded_under_each_policy(tmp_path: Path) -> None:
+    """[record.generate] writes its scenarios with `aqmllm-sim generate` into the work
+    directory (once: a second run finds them) and records each under every policy."""
+    import sys
+
+    from aqmllm_models.recipe import Pipeline
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[record]\nseeds = "1"\n[record.generate]\nseed = 7\ncount = 3\n'
+                      'policies = [{policy = "dualpi2"}, {policy = "explore", '
+                      'explore_rate = 0.05}]\n[teacher]\n[distill]\n[dagger]\n[evaluate]\n')
+    lines: list[str] = []
+    pipe = Pipeline(recipe, tmp_path / "o", tmp_path / "w", echo=lines.append)
+    pipe.work.mkdir()
+    sim = [sys.executable, "-m", "aqmllm_sim.cli"]
+    jobs = pipe._record_jobs(sim)
+    assert [j["policy"] for j in jobs] == ["dualpi2", "explore"] * 3
+    scenarios = sorted({j["scenario"] for j in jobs})
+    assert len(scenarios) == 3 and all(Path(s).is_file() for s in scenarios)
+    assert all(Path(s).parent == tmp_path / "w" / "generated-7-3" for s in scenarios)
+    assert jobs[1]["explore_rate"] == 0.05
+    again = Pipeline(recipe, tmp_path / "o", tmp_path / "w", echo=lines.append)
+    assert again._record_jobs(sim) == jobs
+    assert any(line.startswith("[generate] up to date") for line in lines)
 
 
 def test_closed_loop_refuses_unknown_baselines(scenario: Path, tmp_path: Path) -> None:

@@ -405,14 +405,18 @@ def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds
               help="ship it as aqmllmd's student.onnx, and as its packaged default "
                    "if it passes the gate (closed_loop.gate)")
 @click.option("--force-install", is_flag=True, help="install it even if it fails the gate")
+@click.option("--until-export", is_flag=True,
+              help="stop after the export and the offline evaluation (OUT/offline.json): "
+                   "no closed loop, no card, nothing installed")
 def pipeline(recipe: Path, out: Path, work: Path, tiny: bool, install: bool,
-             force_install: bool) -> None:
+             force_install: bool, until_export: bool) -> None:
     """Everything `make model` does: record, teacher, distill, DAgger, export, evaluate."""
     from .recipe import Pipeline, RecipeError
 
     try:
         model = Pipeline(recipe, out, work, tiny=tiny, install=install,
-                         force_install=force_install, echo=click.echo).run()
+                         force_install=force_install, echo=click.echo,
+                         until_export=until_export).run()
     except (RecipeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"model: {model}; card: {out / 'README.md'}")

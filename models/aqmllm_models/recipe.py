@@ -24,6 +24,9 @@ DAEMON_DEFAULT = REPO / "daemon" / "aqmllmd" / "default_model" / "default.onnx"
 DAEMON_STUDENT = REPO / "daemon" / "aqmllmd" / "default_model" / "student.onnx"
 _RECORD_KEYS = {"scenario", "policy", "explore_rate", "target_us", "step_threshold_us",
                 "duration_s", "seeds", "model"}
+_GENERATE_KEYS = {"seed", "count", "policies"}
+#: Scenarios a recipe may generate (each is recorded once per policy).
+MAX_GENERATED = 200
 
 
 class RecipeError(ValueError):
@@ -38,25 +41,50 @@ def load_recipe(path: Path) -> dict[str, Any]:
     for section in ("record", "teacher", "distill", "dagger", "evaluate"):
         if not isinstance(recipe.get(section), dict):
             raise RecipeError(f"{path}: missing [{section}]")
-    jobs = recipe["record"].get("jobs")
-    if not isinstance(jobs, list) or not jobs:
-        raise RecipeError(f"{path}: [[record.jobs]] lists no recording")
+    jobs = recipe["record"].get("jobs", [])
+    gen = recipe["record"].get("generate")
+    if not isinstance(jobs, list) or not (jobs or gen):
+        raise RecipeError(f"{path}: neither [[record.jobs]] nor [record.generate] lists a "
+                          "recording")
     for i, job in enumerate(jobs):
         unknown = set(job) - _RECORD_KEYS
         if unknown or "scenario" not in job:
             raise RecipeError(f"{path}: record.jobs[{i}]: unknown {sorted(unknown)} or no "
                               "scenario")
+    if gen is not None:
+        _check_generate(path, gen)
     return recipe
+
+
+def _check_generate(path: Path, gen: Any) -> None:
+    """[record.generate]: seed, count and the policies each generated scenario is recorded
+    under (record.jobs entries without a scenario)."""
+    if not isinstance(gen, dict) or set(gen) - _GENERATE_KEYS:
+        raise RecipeError(f"{path}: [record.generate] takes {sorted(_GENERATE_KEYS)}")
+    seed, count = gen.get("seed"), gen.get("count")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise RecipeError(f"{path}: record.generate.seed must be an integer >= 0")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_GENERATED:
+        raise RecipeError(f"{path}: record.generate.count must be 1-{MAX_GENERATED}")
+    policies = gen.get("policies")
+    if not isinstance(policies, list) or not policies:
+        raise RecipeError(f"{path}: record.generate.policies lists no policy")
+    for i, tpl in enumerate(policies):
+        if not isinstance(tpl, dict) or "scenario" in tpl or set(tpl) - _RECORD_KEYS:
+            raise RecipeError(f"{path}: record.generate.policies[{i}]: a record.jobs entry "
+                              "without a scenario")
 
 
 class Pipeline:
     def __init__(self, recipe_path: Path, out: Path, work: Path, tiny: bool = False,
                  install: bool = False, force_install: bool = False,
-                 echo: Any = print) -> None:
+                 echo: Any = print, until_export: bool = False) -> None:
         self.recipe = load_recipe(recipe_path)
         self.recipe_path = recipe_path
         self.out, self.work, self.tiny, self.install = out, work, tiny, install
         self.force_install = force_install
+        #: Stop once the model is exported and judged offline (no closed loop, no card).
+        self.until_export = until_export
         self.gate_failures: list[str] = []
         self.reran = False
         self.installed = False  # as aqmllmd's student.onnx
@@ -90,6 +118,23 @@ class Pipeline:
         made_by.write_text(json.dumps({**commands, str(done): shown}, indent=1))
         return r.stdout
 
+    def _record_jobs(self, sim: list[str]) -> list[dict[str, Any]]:
+        """[[record.jobs]], then each scenario of [record.generate] (written into the work
+        directory by `aqmllm-sim generate`) under each of its policies."""
+        rec = self.recipe["record"]
+        jobs = list(rec.get("jobs", []))
+        gen = rec.get("generate")
+        if gen:
+            out = self.work / f"generated-{gen['seed']}-{gen['count']}"
+            self._run("generate", [*sim, "generate", "--seed", gen["seed"], "--count",
+                                   gen["count"], "--out", out], out)
+            scenarios = sorted(out.glob("*.toml"))
+            if len(scenarios) != gen["count"]:
+                raise RecipeError(f"{out}: {len(scenarios)} scenarios, want {gen['count']}")
+            jobs += [{**tpl, "scenario": str(sc)} for sc in scenarios
+                     for tpl in gen["policies"]]
+        return jobs
+
     def run(self) -> Path:
         self.seconds.clear()
         self.reran = False
@@ -99,7 +144,7 @@ class Pipeline:
         sim = [sys.executable, "-m", "aqmllm_sim.cli"]
         train = [sys.executable, "-m", "aqmllm_models.cli"]
         datasets = []
-        for i, job in enumerate(rec["jobs"]):
+        for i, job in enumerate(self._record_jobs(sim)):
             ds = self.work / f"data-{i}-{job.get('policy', 'dualpi2')}.npz"
             args = [*sim, "record", REPO / job["scenario"], "--out", ds,
                     "--seeds", job.get("seeds", rec.get("seeds", "1")),
@@ -151,6 +196,10 @@ class Pipeline:
             self.work / "never") .strip().splitlines()[-1])
         offline = json.loads(self._run("evaluate", [*train, "evaluate", model, *datasets],
                                        self.work / "never"))
+        if self.until_export:
+            (self.out / "offline.json").write_text(json.dumps(
+                {"export": export, "offline": offline, "commands": self.commands}, indent=1))
+            return model
         ev_dir = self.work / "closed-loop"
         held_out = [REPO / s for s in ev.get("scenarios", [])]
         self._run("closed-loop", [*train, "closed-loop", model, *held_out,
