@@ -268,3 +268,30 @@ def test_a_model_run_whose_verdicts_timed_out_is_run_again(
         (1, 0, 10.0), (2, 3, 13.0)]
     assert closed_loop.timed_out_runs(rows) == 1
     assert "1 of 2 model runs had a verdict time out" in (tmp_path / "table.md").read_text()
+
+
+def test_baseline_rows_of_an_earlier_evaluation_are_reused_not_run(
+        scenario: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aqmllm_sim.runner
+    from aqmllm_models import closed_loop
+    from aqmllmd.default_model import STUDENT_MODEL
+
+    ran: list[tuple[str, int]] = []
+
+    def run(sc, policy: str, out: Path, **_: object) -> dict:  # noqa: ANN001
+        ran.append((policy, sc.seed))
+        return {"scenario": sc.name, "policy": policy, "utilisation": 0.9, "jain": 0.9,
+                "sojourn_ms_l": {"p99": 1.0}, "sojourn_ms_c": {"p99": 10.0},
+                "queue_disc": {"sent": 100, "dropped": 0}, "decisions_model": 100,
+                "decisions_fallback": 0, "verdict_timeouts": 0}
+
+    monkeypatch.setattr(aqmllm_sim.runner, "run", run)
+    monkeypatch.setattr(closed_loop, "_figures", lambda *a, **k: None)
+    earlier = [{**_row("tiny", "dualpi2", 0.8, 0.7, 2.0, 20.0), "seed": s} for s in (1, 2)]
+    earlier += [{**_row("tiny", "llm", 0.1, 0.1, 9.0, 90.0), "seed": 1},  # never reused
+                {**_row("other", "dualpi2", 0.1, 0.1, 9.0, 90.0), "seed": 1}]
+    rows = closed_loop.evaluate_closed_loop(STUDENT_MODEL, [scenario], ["dualpi2"], [1, 2],
+                                            tmp_path, jobs=1, reuse=earlier)
+    assert ran == [("llm", 1), ("llm", 2)]
+    assert sorted((r["policy"], r["seed"], r["utilisation"]) for r in rows) == [
+        ("dualpi2", 1, 0.8), ("dualpi2", 2, 0.8), ("llm", 1, 0.9), ("llm", 2, 0.9)]

@@ -372,9 +372,13 @@ def evaluate(model: str, datasets: tuple[str, ...]) -> None:
 @click.option("--verdict-guard", type=click.Choice(contract.VERDICT_GUARDS), default=None,
               help="what DualPI2 still decides over the model's verdicts "
                    "[default: the model's own (its metadata), else each scenario's, dualpi2]")
+@click.option("--baselines-from", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="an earlier results.json: its baseline rows for these "
+                                 "scenarios and seeds are reused, not run again")
 @click.option("--json", "as_json", is_flag=True)
 def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds: str,
-                    jobs: int, out: Path, verdict_guard: str | None, as_json: bool) -> None:
+                    jobs: int, out: Path, verdict_guard: str | None,
+                    baselines_from: Path | None, as_json: bool) -> None:
     """The model against baselines in closed loop on ns-3 (default: the held-out set).
 
     L4S and classic p99 sojourn, utilisation, Jain index and loss per scenario and
@@ -383,10 +387,11 @@ def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     try:
+        reuse = (json.loads(baselines_from.read_text())["rows"] if baselines_from else None)
         rows = evaluate_closed_loop(Path(model), [Path(s) for s in scenarios] or HELD_OUT,
                                     names, [int(x) for x in seeds.split(",")], out, jobs,
-                                    verdict_guard)
-    except (ValueError, RuntimeError) as e:
+                                    verdict_guard, reuse)
+    except (ValueError, RuntimeError, KeyError, json.JSONDecodeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(rows, indent=2) if as_json else markdown_table(rows))
 

@@ -60,11 +60,14 @@ TIMEOUT_RETRIES = 2
 
 def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str],
                          seeds: list[int], out: Path, jobs: int = 2,
-                         verdict_guard: str | None = None) -> list[dict[str, Any]]:
+                         verdict_guard: str | None = None,
+                         reuse: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Rows (scenario, policy, seed) of figures; results.json, table.md, figures in out.
 
     verdict_guard, if given, replaces the scenarios' own (sim/aqmllm_sim/scenario.py); by
-    default the model's own (its metadata), if it names one."""
+    default the model's own (its metadata), if it names one. reuse: rows of an earlier
+    evaluation; a baseline's row for the same scenario and seed is taken from there
+    instead of run again (a baseline run on ns-3 is the same every time: no daemon)."""
     from aqmllm_sim.runner import run
     from aqmllm_sim.scenario import GUARDS, POLICIES, load
     from aqmllmd.model import ModelError
@@ -85,10 +88,14 @@ def evaluate_closed_loop(model: Path, scenarios: list[Path], baselines: list[str
         raise ValueError(f"verdict guard {verdict_guard!r}: want one of {', '.join(GUARDS)}")
     out.mkdir(parents=True, exist_ok=True)
     names = {p: load(p).name for p in scenarios}  # refuses a bad scenario before any run
+    kept = {(r["scenario"], r["policy"], r["seed"]): r for r in reuse or []
+            if r["policy"] in baselines}
+    rows = [kept[(names[p], b, s)] for p in scenarios for s in seeds for b in baselines
+            if (names[p], b, s) in kept]
     work = [(p, b, s, out / names[p] / f"{b}-{s}") for p in scenarios for s in seeds
-            for b in baselines]
+            for b in baselines if (names[p], b, s) not in kept]
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(tqdm(pool.map(_baseline, work), total=len(work), desc="baselines"))
+        rows += list(tqdm(pool.map(_baseline, work), total=len(work), desc="baselines"))
     for p in tqdm([(p, s) for p in scenarios for s in seeds], desc="model (llm)"):
         path, seed = p
         sc = dataclasses.replace(load(path), seed=seed)
@@ -526,7 +533,8 @@ def _figures(rows: list[dict[str, Any]], out: Path, dirs: dict[str, Path],
     from aqmllm_sim.plots import _pyplot, compare_cdf
 
     for name, d in dirs.items():
-        compare_cdf({p: d / f"{p}-{seed}" / "sojourns.bin" for p in policies},
+        runs = {p: d / f"{p}-{seed}" / "sojourns.bin" for p in policies}
+        compare_cdf({p: f for p, f in runs.items() if f.is_file()},  # reused rows: no file
                     d / "sojourn_cdf.png", f"{name}: sojourn per policy")
     plt = _pyplot()
     means = mean_rows(rows)
