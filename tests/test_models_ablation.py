@@ -57,6 +57,7 @@ def test_every_backbone_trains_and_is_scored(tmp_path: Path) -> None:
     assert list(summary) == list(BACKBONES)
     for row in summary.values():
         assert row["seeds"] == [0, 1]
+        assert 0 < row["seconds_per_step"]["min"] <= row["seconds_per_step"]["mean"]
         assert all(math.isfinite(row[m]["mean"]) and math.isfinite(row[m]["sd"])
                    for m in METRICS)
     table = (out / "table.md").read_text().splitlines()
@@ -69,7 +70,8 @@ def test_every_backbone_trains_and_is_scored(tmp_path: Path) -> None:
     # Finished runs are not run again (a stopped ablation resumes) ...
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "results.json").read_text())["runs"] == runs
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"] == runs and again["runs_seconds"] == results["runs_seconds"]
     # An unknown backbone is refused before anything runs.
     r = CliRunner().invoke(cli, [*args, "--backbones", "pretrained,nope"])
     assert r.exit_code != 0 and "nope" in r.output

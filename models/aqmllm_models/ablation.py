@@ -317,27 +317,30 @@ def summarise(runs: list[dict[str, Any]], backbones: list[str]) -> dict[str, Any
         for k in keys:
             vals = [r[k] for r in mine if r.get(k) is not None]
             if vals:
-                row[k] = dict(zip(("mean", "sd"), _mean_sd(vals), strict=True))
+                row[k] = {**dict(zip(("mean", "sd"), _mean_sd(vals), strict=True)),
+                          "min": float(min(vals))}
         out[b] = row
     return out
 
 
-def _fmt(cell: dict[str, float] | None, digits: int) -> str:
+def _fmt(cell: dict[str, float] | None, digits: int, least: bool = False) -> str:
     if cell is None:
         return "n/a"
     sd = "" if math.isnan(cell["sd"]) else f" ± {cell['sd']:.{digits}f}"
-    return f"{cell['mean']:.{digits}f}{sd}"
+    low = f" (min {cell['min']:.{digits}f})" if least else ""
+    return f"{cell['mean']:.{digits}f}{sd}{low}"
 
 
 def table(summary: dict[str, Any]) -> str:
-    """Markdown: mean ± standard deviation across seeds per backbone."""
+    """Markdown: mean ± standard deviation across seeds per backbone; the time per step
+    also as its least value (on a shared host, the run least slowed by others)."""
     head = ("| backbone | seeds | trainable / frozen params | s/step | peak RSS MB (run's own)"
             " | balanced NLL | AUC enqueue | AUC drop | AUC mark | ECE | train loss (last 20) |")
     lines = [head, "|" + "---|" * 11]
     for b, row in summary.items():
         lines.append(
             f"| {b} | {len(row['seeds'])} | {row['trainable_params']:,} / "
-            f"{row['frozen_params']:,} | {_fmt(row.get('seconds_per_step'), 3)} | "
+            f"{row['frozen_params']:,} | {_fmt(row.get('seconds_per_step'), 3, least=True)} | "
             f"{_fmt(row.get('peak_rss_mb'), 0)} ({_fmt(row.get('peak_rss_delta_mb'), 0)}) | "
             f"{_fmt(row.get('balanced_nll'), 3)} | {_fmt(row.get('auc_enqueue'), 3)} | "
             f"{_fmt(row.get('auc_drop'), 3)} | {_fmt(row.get('auc_mark'), 3)} | "
@@ -445,7 +448,9 @@ def ablation(datasets: tuple[str, ...], heldout: tuple[str, ...], backbones: str
             runs.append(_run(out, settings, kind, seed))
     summary = summarise(runs, kinds)
     md = table(summary)
-    results = {"settings": settings, "wall_seconds": time.perf_counter() - t_start,
+    results = {"settings": settings,
+               "wall_seconds": time.perf_counter() - t_start,  # this invocation's
+               "runs_seconds": sum(r["run_seconds"] for r in runs),  # when each ran
                "train_steps_packets": int(len(train.actions)),
                "train_actions": {a: int((train.actions == c).sum())
                                  for c, a in enumerate(ACTIONS)},
