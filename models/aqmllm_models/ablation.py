@@ -16,9 +16,10 @@ data, for the same steps, with the same seeds and settings, over four backbones:
   fully trained: a small sequence model of far lower cost.
 
 Each (backbone, seed) trains in its own child process, so its peak resident memory
-(ru_maxrss) is its own. Evaluation is on the windows of a held-out recording (another
-seed): the prediction at each window's last step, conditioned on the recorded
-return-to-go. Up to --eval-windows // 3 windows per action, drawn once for every run:
+(ru_maxrss) is its own (on a GPU, torch's peak allocation is recorded too). Evaluation
+is on the windows of a held-out recording (another seed): the prediction at each
+window's last step, conditioned on the recorded return-to-go. Up to --eval-windows // 3
+windows per action, drawn once for every run:
 
 - balanced NLL: the mean over actions of the mean negative log-likelihood of the true
   action, on the raw output (the one training's class-weighted loss fits);
@@ -217,6 +218,7 @@ def predict(model: Any, steps: Any, starts: np.ndarray, k: int, batch: int = 64,
     from tqdm import tqdm
 
     model.eval()
+    device = next(model.parameters()).device  # where training left it (a GPU if any)
     offs = np.arange(k)
     out = []
     with torch.no_grad():
@@ -225,9 +227,9 @@ def predict(model: Any, steps: Any, starts: np.ndarray, k: int, batch: int = 64,
             idx = starts[i:i + batch, None] + offs
             a = torch.from_numpy(steps.actions[idx])
             prev = torch.cat([torch.full_like(a[:, :1], 3), a[:, :-1]], dim=1)
-            logits = model(torch.from_numpy(steps.returns[idx]),
-                           torch.from_numpy(steps.features[idx]), prev)
-            out.append(torch.softmax(logits[:, -1].float(), dim=-1).numpy())
+            logits = model(torch.from_numpy(steps.returns[idx]).to(device),
+                           torch.from_numpy(steps.features[idx]).to(device), prev.to(device))
+            out.append(torch.softmax(logits[:, -1].float(), dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
 
 
@@ -286,6 +288,8 @@ def run_one(spec_path: Path) -> dict[str, Any]:
         "seconds_per_step": r["seconds_per_step"], "eval_seconds": time.perf_counter() - t1,
         "run_seconds": time.perf_counter() - t0, "peak_rss_mb": _rss_mb(),
         "peak_rss_delta_mb": _rss_mb() - base_mb, "torch_threads": torch.get_num_threads(),
+        "gpu_peak_mb": (torch.cuda.max_memory_allocated() / 2**20
+                        if torch.cuda.is_available() else None),
         "first_loss": losses[0], "last20_loss": float(np.mean(losses[-20:])),
         "eval_windows": int(len(truth)),
         "eval_support": {a: int((truth == c).sum()) for c, a in enumerate(ACTIONS)},
