@@ -411,14 +411,21 @@ main(int argc, char **argv)
 	pthread_t th;
 	void *region;
 	int r, json = 0, i;
+	char *end;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--deadlines") == 0)
 			return (deadlines());
-		if (strcmp(argv[i], "--json") == 0)
+		if (strcmp(argv[i], "--json") == 0) {
 			json = 1;
-		else
-			npkts = strtoull(argv[i], NULL, 10);
+			continue;
+		}
+		npkts = strtoull(argv[i], &end, 10);
+		if (*argv[i] == '\0' || *end != '\0' || npkts == 0) {
+			fprintf(stderr, "usage: aqm-core-bench [PACKETS] [--json] | "
+			    "--deadlines\n");
+			return (strcmp(argv[i], "--help") == 0 ? 0 : 2);
+		}
 	}
 	pin(0);
 	rsize = aqm_chan_region_size(RING, RING);
