@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from host_reports import every_packet_decided
 
 from aqm_bridge._ffi import REPO_ROOT
 from aqm_bridge.channel import ChannelError, Region
@@ -84,11 +85,6 @@ class Rig:
 def rig(tmp_path: Path) -> Iterator[Rig]:
     with Rig(tmp_path, duration=6) as r:
         yield r
-
-
-def every_packet_decided(report: dict) -> None:
-    assert report["decisions"] + sum(report["queued_at_end"]) == sum(report["pkts_in"])
-    assert report["verdicts_bad"] == 0 and report["channel_errors"] == 0
 
 
 def test_daemon_decides_in_closed_loop(rig: Rig) -> None:

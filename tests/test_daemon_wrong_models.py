@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from host_reports import every_packet_decided
 
 from aqm_bridge.demo import HOST
 from aqmllmd import hostile
@@ -22,11 +23,6 @@ pytestmark = pytest.mark.skipif(not HOST.is_file(), reason="build/aqm-host not b
 
 ARGS = ["--duration", "4", "--rate-mbps", "50", "--rtt-ms", "20", "--l4s", "2",
         "--classic-ecn", "1", "--classic", "1"]
-
-
-def every_packet_decided(report: dict) -> None:
-    assert report["decisions"] + sum(report["queued_at_end"]) == sum(report["pkts_in"])
-    assert report["verdicts_bad"] == 0 and report["channel_errors"] == 0
 
 
 @pytest.mark.parametrize("kind", ["always-drop", "always-mark", "uniform", "adversarial"])
