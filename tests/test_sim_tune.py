@@ -60,3 +60,33 @@ def test_dualpi2_default_ignores_the_scenarios_step() -> None:
     flat = sc.flat("dualpi2-default").splitlines()
     assert "policy dualpi2" in flat
     assert {"step_thresh_pkts 0", "min_qlen_step 0", "step_threshold_us 1000"} <= set(flat)
+
+
+def test_dualpi2_gain2_doubles_the_pi_gains_and_keeps_the_scenarios_step() -> None:
+    sc = parse({"flows": [{"cc": "dctcp"}], "dualpi2": {"step_thresh_pkts": 2}})
+    flat = sc.flat("dualpi2-gain2").splitlines()
+    assert "policy dualpi2" in flat and "pi_gain_pct 200" in flat
+    assert "step_thresh_pkts 2" in flat
+    assert not any(line.startswith("pi_gain_pct") for line in sc.flat("dualpi2").splitlines())
+
+
+def test_doubled_pi_gains_hold_a_shorter_classic_queue_on_ns3() -> None:
+    """The PI answers a standing classic queue twice as hard, so CUBIC backs off sooner
+    (over the run it may see fewer signals in all) and the classic tail is shorter."""
+    import dataclasses
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("ns3") is None:
+        pytest.skip("the ns3 wheel (sim extra) is not installed")
+    from aqm_bridge._ffi import REPO_ROOT
+    from aqmllm_sim.runner import run
+
+    sc = dataclasses.replace(
+        load(REPO_ROOT / "sim" / "scenarios" / "held-out" / "rate-30m-rtt-40ms.toml"),
+        seed=101, duration_s=6.0)
+    plain, gain2 = run(sc, "dualpi2"), run(sc, "dualpi2-gain2")
+    assert gain2["policy"] == "dualpi2-gain2"
+
+    assert gain2["sojourn_ms_c"]["p99"] < 0.8 * plain["sojourn_ms_c"]["p99"]

@@ -69,9 +69,13 @@ from typing import Any
 from aqm_bridge.abi import VERDICT_GUARDS
 
 CCS = ("dctcp", "cubic", "reno")
-POLICIES = ("dualpi2", "dualpi2-default", "llm", "fifo", "pie", "codel", "fq_codel", "red")
+POLICIES = ("dualpi2", "dualpi2-default", "dualpi2-gain2", "llm", "fifo", "pie", "codel",
+            "fq_codel", "red")
 #: dualpi2-default: the core's DualPI2 with Linux's step defaults (1 ms, no
 #: min_qlen_step), whatever the scenario's [dualpi2] table says; dualpi2 uses the table.
+#: dualpi2-gain2: dualpi2 with both PI gains doubled, a stronger classic signal for the
+#: same queue (the baseline a student that adds to DualPI2's classic signal must beat).
+PI_GAIN_PCT = {"dualpi2-gain2": 200}
 LINUX_STEP = {"step_threshold_us": 1000, "step_thresh_pkts": 0, "min_qlen_step": 0}
 GUARDS = VERDICT_GUARDS  # aqm_params.verdict_guard
 #: The core's bounds (kmod/core/aqm_core.h: AQM_LIMIT_PKTS_MAX, AQM_HARM_BUDGET_*).
@@ -136,8 +140,11 @@ class Scenario:
         if policy not in POLICIES:
             raise ScenarioError(f"policy {policy!r}: want one of {', '.join(POLICIES)}")
         step = self.step_config()
+        gain_pct = PI_GAIN_PCT.get(policy, 100)
         if policy == "dualpi2-default":
             policy, step = "dualpi2", dict(LINUX_STEP)
+        elif policy in PI_GAIN_PCT:
+            policy = "dualpi2"
         lines = [f"rate_mbps {self.rate_mbps}", f"duration_s {self.duration_s}",
                  f"policy {policy}", f"classic_ecn {int(self.classic_ecn)}",
                  f"seed {self.seed}"]
@@ -148,6 +155,8 @@ class Scenario:
                       f"target_us {self.target_us}",
                       f"step_thresh_pkts {step['step_thresh_pkts']}",
                       f"min_qlen_step {step['min_qlen_step']}"]
+        if gain_pct != 100:
+            lines.append(f"pi_gain_pct {gain_pct}")
         if policy == "llm":
             lines += [f"verdict_guard {GUARDS[self.verdict_guard]}",
                       f"harm_budget_pct {self.harm_budget_pct}"]

@@ -74,6 +74,12 @@ AqmLlmQueueDisc::GetTypeId()
                           UintegerValue(AQM_HARM_BUDGET_DEFAULT),
                           MakeUintegerAccessor(&AqmLlmQueueDisc::m_harmBudgetPct),
                           MakeUintegerChecker<uint32_t>(0, AQM_HARM_BUDGET_OFF))
+            .AddAttribute("PiGainPct",
+                          "Both PI gains (alpha, beta) as a percentage of the core's "
+                          "defaults: a stronger or weaker classic signal",
+                          UintegerValue(100),
+                          MakeUintegerAccessor(&AqmLlmQueueDisc::m_piGainPct),
+                          MakeUintegerChecker<uint32_t>(10, 1000))
             .AddAttribute("TargetUs",
                           "PI target delay (us)",
                           UintegerValue(15000),
@@ -134,6 +140,7 @@ AqmLlmQueueDisc::AqmLlmQueueDisc()
       m_minQlenStep(0),
       m_harmBudgetPct(AQM_HARM_BUDGET_DEFAULT),
       m_targetUs(15000),
+      m_piGainPct(100),
       m_verdictGuard(AQM_GUARD_DUALPI2),
       m_inferenceLatencyUs(0),
       m_verdictTimeoutMs(1000),
@@ -189,6 +196,8 @@ AqmLlmQueueDisc::InitializeParams()
     p.min_qlen_step = m_minQlenStep;
     p.harm_budget_pct = m_harmBudgetPct;
     p.target_ns = m_targetUs * 1000u;
+    p.alpha_mhz = p.alpha_mhz * m_piGainPct / 100u;
+    p.beta_mhz = p.beta_mhz * m_piGainPct / 100u;
     // Without aqmllmd the verdicts are a behaviour policy's (PIE, explore), and a
     // recording must hold that policy's own decisions.
     p.verdict_guard = m_channel.empty() ? AQM_GUARD_NONE : m_verdictGuard;

@@ -66,6 +66,7 @@ class AqmLlmQueueDisc : public QueueDisc
     uint32_t m_minQlenStep;
     uint32_t m_harmBudgetPct;
     uint32_t m_targetUs;
+    uint32_t m_piGainPct;
     uint32_t m_verdictGuard;
     // The llm policy: a channel region in POSIX shared memory served by aqmllmd.
     std::string m_channel;          ///< shm name; empty: DualPI2 alone

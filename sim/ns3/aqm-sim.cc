@@ -26,6 +26,8 @@
  *   step_threshold_us <us> / target_us <us>    (the core's DualPI2, dualpi2 and llm)
  *   step_thresh_pkts <n> / min_qlen_step <n>   (the core: L step in packets when
  *                                         nonzero; no step mark below n L packets)
+ *   pi_gain_pct <pct>                    (dualpi2: both PI gains, % of the core's
+ *                                         defaults; 10-1000)
  *   harm_budget_pct <pct>                (the core: verdicts' signal budget, llm)
  *   verdict_guard <AQM_GUARD_*: 0-2>     (llm: what DualPI2 decides over a verdict)
  *   progress_s <s>                       (print "progress <t>" to stdout)
@@ -91,6 +93,7 @@ struct Scenario
     uint32_t llmLatencyUs = 0; // llm policy: emulated inference latency
     uint32_t stepThresholdUs = 1000; // the core: L queue step marking threshold
     uint32_t targetUs = 15000;       // the core: PI target delay
+    uint32_t piGainPct = 100;        // the core: both PI gains, % of the defaults
     uint32_t stepThreshPkts = 0;     // the core: nonzero, the L step in packets
     uint32_t minQlenStep = 0;        // the core: no step mark below this L qlen
     uint32_t harmBudgetPct = AQM_HARM_BUDGET_DEFAULT; // the core: verdicts' budget
@@ -171,6 +174,9 @@ ReadScenario(const std::string& path)
                   s.harmBudgetPct == AQM_HARM_BUDGET_OFF);
         else if (key == "target_us")
             ok = static_cast<bool>(ls >> s.targetUs) && s.targetUs >= 1;
+        else if (key == "pi_gain_pct")
+            ok = static_cast<bool>(ls >> s.piGainPct) && s.piGainPct >= 10 &&
+                 s.piGainPct <= 1000;
         else if (key == "verdict_guard")
             ok = static_cast<bool>(ls >> s.verdictGuard) && s.verdictGuard <= AQM_GUARD_DUALPI2;
         else if (key == "rate_at")
@@ -788,7 +794,8 @@ main(int argc, char* argv[])
         tch.SetRootQueueDisc("ns3::AqmLlmQueueDisc", "Seed", UintegerValue(sc.seed),
                              "RecordPath", StringValue(sc.record), "StepThresholdUs",
                              UintegerValue(sc.stepThresholdUs), "TargetUs",
-                             UintegerValue(sc.targetUs), "Behaviour", StringValue(sc.behaviour),
+                             UintegerValue(sc.targetUs), "PiGainPct", UintegerValue(sc.piGainPct),
+                             "Behaviour", StringValue(sc.behaviour),
                              "ExploreRate", DoubleValue(sc.exploreRate), "StepThresholdPkts",
                              UintegerValue(sc.stepThreshPkts), "MinQlenStep",
                              UintegerValue(sc.minQlenStep), "HarmBudgetPct",
