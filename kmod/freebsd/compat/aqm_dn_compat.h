@@ -211,91 +211,83 @@ struct dn_pkt_tag *dn_tag_get(struct mbuf *);
  */
 #if defined(__x86_64__) || defined(__amd64__)
 #define	AQM_DN_ASSERT(e, what)	_Static_assert(e, "amd64 layout: " what)
+#define	AQM_DN_OFFSET(s, f, off)						\
+	AQM_DN_ASSERT(__offsetof(struct s, f) == (off), #s "." #f)
 /* Public headers. */
 AQM_DN_ASSERT(sizeof(struct dn_id) == 8, "dn_id");
-AQM_DN_ASSERT(__offsetof(struct dn_id, len) == 0, "dn_id.len");
-AQM_DN_ASSERT(__offsetof(struct dn_id, type) == 2, "dn_id.type");
-AQM_DN_ASSERT(__offsetof(struct dn_id, subtype) == 3, "dn_id.subtype");
-AQM_DN_ASSERT(__offsetof(struct dn_id, id) == 4, "dn_id.id");
+AQM_DN_OFFSET(dn_id, len, 0);
+AQM_DN_OFFSET(dn_id, type, 2);
+AQM_DN_OFFSET(dn_id, subtype, 3);
+AQM_DN_OFFSET(dn_id, id, 4);
 AQM_DN_ASSERT(sizeof(struct ipfw_flow_id) == 56, "ipfw_flow_id");
 AQM_DN_ASSERT(sizeof(struct dn_flow) == 96, "dn_flow");
-AQM_DN_ASSERT(__offsetof(struct dn_flow, oid) == 0, "dn_flow.oid");
-AQM_DN_ASSERT(__offsetof(struct dn_flow, fid) == 8, "dn_flow.fid");
-AQM_DN_ASSERT(__offsetof(struct dn_flow, tot_pkts) == 64, "dn_flow.tot_pkts");
-AQM_DN_ASSERT(__offsetof(struct dn_flow, tot_bytes) == 72,
-    "dn_flow.tot_bytes");
-AQM_DN_ASSERT(__offsetof(struct dn_flow, length) == 80, "dn_flow.length");
-AQM_DN_ASSERT(__offsetof(struct dn_flow, len_bytes) == 84,
-    "dn_flow.len_bytes");
-AQM_DN_ASSERT(__offsetof(struct dn_flow, drops) == 88, "dn_flow.drops");
+AQM_DN_OFFSET(dn_flow, oid, 0);
+AQM_DN_OFFSET(dn_flow, fid, 8);
+AQM_DN_OFFSET(dn_flow, tot_pkts, 64);
+AQM_DN_OFFSET(dn_flow, tot_bytes, 72);
+AQM_DN_OFFSET(dn_flow, length, 80);
+AQM_DN_OFFSET(dn_flow, len_bytes, 84);
+AQM_DN_OFFSET(dn_flow, drops, 88);
 AQM_DN_ASSERT(sizeof(struct dn_sch) == 92, "dn_sch");
-AQM_DN_ASSERT(__offsetof(struct dn_sch, oid) == 0, "dn_sch.oid");
-AQM_DN_ASSERT(__offsetof(struct dn_sch, sched_nr) == 8, "dn_sch.sched_nr");
+AQM_DN_OFFSET(dn_sch, oid, 0);
+AQM_DN_OFFSET(dn_sch, sched_nr, 8);
 AQM_DN_ASSERT(sizeof(struct dn_link) == 32, "dn_link");
 AQM_DN_ASSERT(sizeof(struct dn_fs) == 120, "dn_fs");
 AQM_DN_ASSERT(sizeof(struct ipfw_rule_ref) == 32, "ipfw_rule_ref");
 /* Private headers, declared above. */
 AQM_DN_ASSERT(sizeof(struct mq) == 24, "mq");
-AQM_DN_ASSERT(__offsetof(struct mq, head) == 0, "mq.head");
-AQM_DN_ASSERT(__offsetof(struct mq, tail) == 8, "mq.tail");
-AQM_DN_ASSERT(__offsetof(struct mq, count) == 16, "mq.count");
+AQM_DN_OFFSET(mq, head, 0);
+AQM_DN_OFFSET(mq, tail, 8);
+AQM_DN_OFFSET(mq, count, 16);
 AQM_DN_ASSERT(sizeof(struct delay_line) == 40, "delay_line");
-AQM_DN_ASSERT(__offsetof(struct delay_line, mq) == 16, "delay_line.mq");
+AQM_DN_OFFSET(delay_line, mq, 16);
 AQM_DN_ASSERT(sizeof(struct dn_queue) == 176, "dn_queue");
-AQM_DN_ASSERT(__offsetof(struct dn_queue, ni) == 0, "dn_queue.ni");
-AQM_DN_ASSERT(__offsetof(struct dn_queue, mq) == 96, "dn_queue.mq");
-AQM_DN_ASSERT(__offsetof(struct dn_queue, _si) == 120, "dn_queue._si");
-AQM_DN_ASSERT(__offsetof(struct dn_queue, fs) == 136, "dn_queue.fs");
-AQM_DN_ASSERT(__offsetof(struct dn_queue, q_time) == 160, "dn_queue.q_time");
-AQM_DN_ASSERT(__offsetof(struct dn_queue, aqm_status) == 168,
-    "dn_queue.aqm_status");
+AQM_DN_OFFSET(dn_queue, ni, 0);
+AQM_DN_OFFSET(dn_queue, mq, 96);
+AQM_DN_OFFSET(dn_queue, _si, 120);
+AQM_DN_OFFSET(dn_queue, fs, 136);
+AQM_DN_OFFSET(dn_queue, q_time, 160);
+AQM_DN_OFFSET(dn_queue, aqm_status, 168);
 AQM_DN_ASSERT(sizeof(struct dn_sch_inst) == 192, "dn_sch_inst");
-AQM_DN_ASSERT(__offsetof(struct dn_sch_inst, ni) == 0, "dn_sch_inst.ni");
-AQM_DN_ASSERT(__offsetof(struct dn_sch_inst, dline) == 104,
-    "dn_sch_inst.dline");
-AQM_DN_ASSERT(__offsetof(struct dn_sch_inst, sched) == 144,
-    "dn_sch_inst.sched");
-AQM_DN_ASSERT(__offsetof(struct dn_sch_inst, kflags) == 152,
-    "dn_sch_inst.kflags");
-AQM_DN_ASSERT(__offsetof(struct dn_sch_inst, q_count) == 184,
-    "dn_sch_inst.q_count");
+AQM_DN_OFFSET(dn_sch_inst, ni, 0);
+AQM_DN_OFFSET(dn_sch_inst, dline, 104);
+AQM_DN_OFFSET(dn_sch_inst, sched, 144);
+AQM_DN_OFFSET(dn_sch_inst, kflags, 152);
+AQM_DN_OFFSET(dn_sch_inst, q_count, 184);
 AQM_DN_ASSERT(sizeof(struct dn_schk) == 192, "dn_schk");
-AQM_DN_ASSERT(__offsetof(struct dn_schk, sch) == 0, "dn_schk.sch");
-AQM_DN_ASSERT(__offsetof(struct dn_schk, fp) == 96, "dn_schk.fp");
-AQM_DN_ASSERT(__offsetof(struct dn_schk, fs) == 168, "dn_schk.fs");
-AQM_DN_ASSERT(__offsetof(struct dn_schk, siht) == 184, "dn_schk.siht");
+AQM_DN_OFFSET(dn_schk, sch, 0);
+AQM_DN_OFFSET(dn_schk, fp, 96);
+AQM_DN_OFFSET(dn_schk, fs, 168);
+AQM_DN_OFFSET(dn_schk, siht, 184);
 AQM_DN_ASSERT(sizeof(struct dn_fsk) == 296, "dn_fsk");
-AQM_DN_ASSERT(__offsetof(struct dn_fsk, fs) == 0, "dn_fsk.fs");
-AQM_DN_ASSERT(__offsetof(struct dn_fsk, sched) == 192, "dn_fsk.sched");
-AQM_DN_ASSERT(__offsetof(struct dn_fsk, aqmfp) == 280, "dn_fsk.aqmfp");
+AQM_DN_OFFSET(dn_fsk, fs, 0);
+AQM_DN_OFFSET(dn_fsk, sched, 192);
+AQM_DN_OFFSET(dn_fsk, aqmfp, 280);
 /* Dummynet reads every field of the descriptor the module initialises. */
 AQM_DN_ASSERT(sizeof(struct dn_alg) == 160, "dn_alg");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, type) == 0, "dn_alg.type");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, name) == 8, "dn_alg.name");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, flags) == 16, "dn_alg.flags");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, schk_datalen) == 24,
-    "dn_alg.schk_datalen");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, si_datalen) == 32, "dn_alg.si_datalen");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, q_datalen) == 40, "dn_alg.q_datalen");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, enqueue) == 48, "dn_alg.enqueue");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, dequeue) == 56, "dn_alg.dequeue");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, config) == 64, "dn_alg.config");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, destroy) == 72, "dn_alg.destroy");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, new_sched) == 80, "dn_alg.new_sched");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, free_sched) == 88, "dn_alg.free_sched");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, new_fsk) == 96, "dn_alg.new_fsk");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, free_fsk) == 104, "dn_alg.free_fsk");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, new_queue) == 112, "dn_alg.new_queue");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, free_queue) == 120,
-    "dn_alg.free_queue");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, getconfig) == 128, "dn_alg.getconfig");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, ref_count) == 136, "dn_alg.ref_count");
-AQM_DN_ASSERT(__offsetof(struct dn_alg, next) == 144, "dn_alg.next");
+AQM_DN_OFFSET(dn_alg, type, 0);
+AQM_DN_OFFSET(dn_alg, name, 8);
+AQM_DN_OFFSET(dn_alg, flags, 16);
+AQM_DN_OFFSET(dn_alg, schk_datalen, 24);
+AQM_DN_OFFSET(dn_alg, si_datalen, 32);
+AQM_DN_OFFSET(dn_alg, q_datalen, 40);
+AQM_DN_OFFSET(dn_alg, enqueue, 48);
+AQM_DN_OFFSET(dn_alg, dequeue, 56);
+AQM_DN_OFFSET(dn_alg, config, 64);
+AQM_DN_OFFSET(dn_alg, destroy, 72);
+AQM_DN_OFFSET(dn_alg, new_sched, 80);
+AQM_DN_OFFSET(dn_alg, free_sched, 88);
+AQM_DN_OFFSET(dn_alg, new_fsk, 96);
+AQM_DN_OFFSET(dn_alg, free_fsk, 104);
+AQM_DN_OFFSET(dn_alg, new_queue, 112);
+AQM_DN_OFFSET(dn_alg, free_queue, 120);
+AQM_DN_OFFSET(dn_alg, getconfig, 128);
+AQM_DN_OFFSET(dn_alg, ref_count, 136);
+AQM_DN_OFFSET(dn_alg, next, 144);
 AQM_DN_ASSERT(sizeof(struct _ip6dn_args) == 80, "_ip6dn_args");
 AQM_DN_ASSERT(sizeof(struct dn_pkt_tag) == 144, "dn_pkt_tag");
-AQM_DN_ASSERT(__offsetof(struct dn_pkt_tag, rule) == 0, "dn_pkt_tag.rule");
-AQM_DN_ASSERT(__offsetof(struct dn_pkt_tag, iphdr_off) == 136,
-    "dn_pkt_tag.iphdr_off");
+AQM_DN_OFFSET(dn_pkt_tag, rule, 0);
+AQM_DN_OFFSET(dn_pkt_tag, iphdr_off, 136);
 #undef AQM_DN_ASSERT
 #endif
 
