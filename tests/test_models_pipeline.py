@@ -352,3 +352,63 @@ def test_a_trained_teacher_reloads_exactly_and_a_wrong_one_is_refused(
     save_file({k: v for k, v in saved.items() if "layers.1." not in k}, adapter)
     with pytest.raises(CheckpointError, match="adapters"):
         load_teacher(steps, tmp_path, None, tiny=True)
+
+
+@pytest.mark.parametrize("kind", ["random", "none", "gru", "constant"])
+def test_every_backbone_kind_trains_saves_reloads_and_distils(tmp_path: Path,
+                                                              kind: str) -> None:
+    """A control teacher (backbones.py) goes through the same teacher, distill and
+    reload path as the language model: `--kind` at training, read back from train.json."""
+    import json
+
+    import torch
+    from click.testing import CliRunner
+    from safetensors.torch import load_file, save_file
+
+    from aqmllm_models.checkpoint import CheckpointError, load_teacher, teacher_kind
+    from aqmllm_models.cli import cli
+    from aqmllm_models.data import load
+
+    data = _dataset(tmp_path)
+    t = tmp_path / "t"
+    r = CliRunner().invoke(cli, ["teacher", str(data), "--kind", kind, "--tiny", "--seed", "2",
+                                 "--max-steps", "4", "--lr", "1e-2", "--out", str(t)])
+    assert r.exit_code == 0, r.output
+    assert teacher_kind(t) == kind
+    assert (t / "adapter").is_dir() == (kind == "random")
+    steps = load(str(data))
+    first = load_teacher(steps, t, None, tiny=True).cpu().eval()
+    again = load_teacher(steps, t, None, tiny=True).cpu().eval()
+    x = torch.from_numpy(steps.features[:16].reshape(2, 8, -1))
+    args = (torch.zeros(2, 8), x, torch.full((2, 8), 3))
+    with torch.no_grad():
+        out = first(*args)
+        assert torch.equal(out, again(*args))
+        if kind == "constant":  # one distribution for every state
+            assert torch.allclose(out, out[0, 0].expand_as(out))
+        else:
+            assert not torch.allclose(out, out[0, 0].expand_as(out))
+    r = CliRunner().invoke(cli, ["distill", str(t), str(data), "--tiny", "--epochs", "2",
+                                 "--max-windows", "200", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    # A heads file that lacks a tensor of the model is refused, not half-loaded.
+    heads = load_file(t / "heads.safetensors")
+    save_file({k: v for k, v in heads.items() if k != "head.bias"}, t / "heads.safetensors")
+    with pytest.raises(CheckpointError, match="heads"):
+        load_teacher(steps, t, None, tiny=True)
+    save_file(heads, t / "heads.safetensors")
+    if kind == "random":  # rebuilt from another seed, the base weights differ
+        info = json.loads((t / "train.json").read_text())
+        (t / "train.json").write_text(json.dumps({**info, "seed": 3}))
+        with pytest.raises(CheckpointError, match="not the one it was trained on"):
+            load_teacher(steps, t, None, tiny=True)
+
+
+def test_an_unknown_kind_is_refused(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aqmllm_models.cli import cli
+
+    r = CliRunner().invoke(cli, ["teacher", str(_dataset(tmp_path)), "--kind", "lstm",
+                                 "--tiny", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "lstm" in r.output and not (tmp_path / "t").exists()

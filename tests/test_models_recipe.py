@@ -98,8 +98,7 @@ def test_bad_recording_options_are_refused(scenario: Path, tmp_path: Path, args:
     assert not (tmp_path / "x.npz").exists()
 
 
-def test_pipeline_makes_a_model_and_its_card(scenario: Path, tmp_path: Path) -> None:
-    from aqmllm_models.cli import cli
+def _tiny_recipe(scenario: Path, tmp_path: Path) -> Path:
     from aqmllmd.default_model import DEFAULT_MODEL
 
     recipe = tmp_path / "recipe.toml"
@@ -131,6 +130,13 @@ epochs = 2
 baselines = "dualpi2"
 scenarios = ["{scenario}"]
 ''')
+    return recipe
+
+
+def test_pipeline_makes_a_model_and_its_card(scenario: Path, tmp_path: Path) -> None:
+    from aqmllm_models.cli import cli
+
+    recipe = _tiny_recipe(scenario, tmp_path)
     out, work = tmp_path / "default", tmp_path / "work"
     args = ["pipeline", str(recipe), "--out", str(out), "--work", str(work), "--tiny"]
     r = CliRunner().invoke(cli, args)
@@ -160,6 +166,43 @@ scenarios = ["{scenario}"]
     assert r.exit_code == 0 and "[teacher] up to date" in r.output
     assert "[distill] up to date" not in r.output and "[dagger] up to date" not in r.output
     assert json.loads((work / "student" / "student.json").read_text())["guard"] == "step"
+
+
+def test_backbone_ablation_in_closed_loop_shares_recordings_and_resumes(
+        scenario: Path, tmp_path: Path) -> None:
+    """`ablation-closed-loop`: one set of recordings, a pipeline per backbone kind, each
+    student judged by the gate; a finished run is not run again."""
+    from aqmllm_models.cli import cli
+
+    recipe = _tiny_recipe(scenario, tmp_path)
+    data, out = tmp_path / "data", tmp_path / "abl"
+    args = ["ablation-closed-loop", str(recipe), "--kinds", "gru,constant", "--seeds", "0",
+            "--data", str(data), "--out", str(out), "--tiny"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in data.glob("data-*.npz")) == [
+        "data-0-dualpi2.npz", "data-1-pie.npz", "data-2-llm.npz"]
+    for kind in ("gru", "constant"):
+        run = out / f"{kind}-seed0"
+        assert json.loads((run / "teacher" / "train.json").read_text())["kind"] == kind
+        assert not list(run.glob("data-*.npz"))  # the shared recordings only
+        assert (run / "model" / "closed-loop-results.json").is_file()
+    results = json.loads((out / "results.json").read_text())["columns"]
+    assert set(results) == {"gru s0", "constant s0"}
+    for col in results.values():
+        assert isinstance(col["gate_failures"], list) and col["details"]
+        assert col["teacher_seconds"]["teacher"] > 0
+    table = (out / "table.md").read_text()
+    assert "| tiny | utilisation |" in table and "**gate failures**" in table
+    # Another model's results as a column: its own rows, judged the same way.
+    other = out / "gru-seed0" / "model" / "closed-loop-results.json"
+    r = CliRunner().invoke(cli, [*args, "--kinds", "gru", "--compare", f"again={other}"])
+    assert r.exit_code == 0, r.output
+    assert "up to date" in r.output and "[teacher]" not in r.output
+    again = json.loads((out / "results.json").read_text())["columns"]
+    assert again["again"]["details"] == again["gru s0"]["details"]
+    r = CliRunner().invoke(cli, [*args, "--kinds", "lstm"])
+    assert r.exit_code == 2 and "lstm" in r.output
 
 
 @pytest.mark.parametrize("text, message", [

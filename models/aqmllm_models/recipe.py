@@ -18,6 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .backbones import BACKBONES
+
 REPO = Path(__file__).resolve().parents[2]
 DAEMON_DEFAULT = REPO / "daemon" / "aqmllmd" / "default_model" / "default.onnx"
 #: Where the student ships, opt-in (`aqmllmctl set-model`), whatever the gate says.
@@ -53,6 +55,12 @@ def load_recipe(path: Path) -> dict[str, Any]:
                               "scenario")
     if gen is not None:
         _check_generate(path, gen)
+    kind = recipe["teacher"].get("kind", "pretrained")
+    if kind not in BACKBONES:
+        raise RecipeError(f"{path}: teacher.kind {kind!r} is not one of {', '.join(BACKBONES)}")
+    seed = recipe["teacher"].get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise RecipeError(f"{path}: teacher.seed must be an integer >= 0")
     return recipe
 
 
@@ -78,10 +86,16 @@ def _check_generate(path: Path, gen: Any) -> None:
 class Pipeline:
     def __init__(self, recipe_path: Path, out: Path, work: Path, tiny: bool = False,
                  install: bool = False, force_install: bool = False,
-                 echo: Any = print, until_export: bool = False) -> None:
+                 echo: Any = print, until_export: bool = False, data: Path | None = None,
+                 teacher: dict[str, Any] | None = None) -> None:
         self.recipe = load_recipe(recipe_path)
+        if teacher:  # the ablation's overrides of [teacher] (kind, seed)
+            self.recipe["teacher"] = {**self.recipe["teacher"], **teacher}
         self.recipe_path = recipe_path
         self.out, self.work, self.tiny, self.install = out, work, tiny, install
+        #: Where the recordings (and generated scenarios) live: several teachers can
+        #: share one set of recordings.
+        self.data = data or work
         self.force_install = force_install
         #: Stop once the model is exported and judged offline (no closed loop, no card).
         self.until_export = until_export
@@ -93,13 +107,15 @@ class Pipeline:
         self.commands: list[str] = []
         self.seconds: dict[str, float] = {}
 
-    def _run(self, stage: str, args: list[str], done: Path) -> str:
+    def _run(self, stage: str, args: list[str], done: Path, ledger: Path | None = None) -> str:
         """Run one stage, or skip it if `done` exists from the same command and nothing
-        before it ran again (each stage reads what the earlier ones wrote)."""
+        before it ran again (each stage reads what the earlier ones wrote). The commands
+        that made each output are kept in LEDGER/stage-commands.json (the work
+        directory's unless given)."""
         cmd = [str(a) for a in args]
         shown = " ".join(shlex.quote(_rel(a)) for a in cmd)
         self.commands.append(shown)
-        made_by = self.work / "stage-commands.json"
+        made_by = (ledger or self.work) / "stage-commands.json"
         commands = json.loads(made_by.read_text()) if made_by.is_file() else {}
         if done.exists() and not self.reran and commands.get(str(done)) == shown:
             self.echo(f"[{stage}] up to date: {_rel(str(done))}")
@@ -125,9 +141,9 @@ class Pipeline:
         jobs = list(rec.get("jobs", []))
         gen = rec.get("generate")
         if gen:
-            out = self.work / f"generated-{gen['seed']}-{gen['count']}"
+            out = self.data / f"generated-{gen['seed']}-{gen['count']}"
             self._run("generate", [*sim, "generate", "--seed", gen["seed"], "--count",
-                                   gen["count"], "--out", out], out)
+                                   gen["count"], "--out", out], out, self.data)
             scenarios = sorted(out.glob("*.toml"))
             if len(scenarios) != gen["count"]:
                 raise RecipeError(f"{out}: {len(scenarios)} scenarios, want {gen['count']}")
@@ -141,11 +157,12 @@ class Pipeline:
         rec, t, d, g, ev = (self.recipe[k] for k in ("record", "teacher", "distill", "dagger",
                                                       "evaluate"))
         self.work.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
         sim = [sys.executable, "-m", "aqmllm_sim.cli"]
         train = [sys.executable, "-m", "aqmllm_models.cli"]
         datasets = []
         for i, job in enumerate(self._record_jobs(sim)):
-            ds = self.work / f"data-{i}-{job.get('policy', 'dualpi2')}.npz"
+            ds = self.data / f"data-{i}-{job.get('policy', 'dualpi2')}.npz"
             args = [*sim, "record", REPO / job["scenario"], "--out", ds,
                     "--seeds", job.get("seeds", rec.get("seeds", "1")),
                     "--policy", job.get("policy", "dualpi2")]
@@ -154,12 +171,17 @@ class Pipeline:
                     args += [f"--{key.replace('_', '-')}", job[key]]
             if "model" in job:
                 args += ["--model", REPO / job["model"]]
-            self._run("record", args, ds)
+            self._run("record", args, ds, self.data)
             datasets.append(ds)
         teacher_dir = self.work / "teacher"
         bb = ["--tiny"] if self.tiny else (["--backbone", t["backbone"]] if t.get("backbone")
                                            else [])
-        self._run("teacher", [*train, "teacher", *datasets, *bb, "--window", t.get("window", 8),
+        # The defaults (the pretrained LM, seed 0) are not spelled out, so a work directory
+        # made before kinds and seeds were recipe keys stays up to date.
+        kind = ["--kind", t["kind"]] if t.get("kind", "pretrained") != "pretrained" else []
+        seed = ["--seed", t["seed"]] if t.get("seed", 0) else []
+        self._run("teacher", [*train, "teacher", *datasets, *bb, *kind, *seed,
+                              "--window", t.get("window", 8),
                               "--max-steps", t["max_steps"], "--batch", t.get("batch", 32),
                               "--lr", t.get("lr", 1e-3),
                               "--weight-power", t.get("weight_power", 1.0),
@@ -202,7 +224,9 @@ class Pipeline:
             return model
         ev_dir = self.work / "closed-loop"
         held_out = [REPO / s for s in ev.get("scenarios", [])]
-        self._run("closed-loop", [*train, "closed-loop", model, *held_out,
+        reuse = (["--baselines-from", REPO / ev["baselines_from"]]
+                 if ev.get("baselines_from") else [])
+        self._run("closed-loop", [*train, "closed-loop", model, *held_out, *reuse,
                                   "--policies", ev["baselines"],
                                   "--seeds", ev.get("seeds", "1"), "--out", ev_dir],
                   self.work / "never")
