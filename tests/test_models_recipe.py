@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,44 @@ def test_backbone_ablation_in_closed_loop_shares_recordings_and_resumes(
     assert again["again"]["details"] == again["gru s0"]["details"]
     r = CliRunner().invoke(cli, [*args, "--kinds", "lstm"])
     assert r.exit_code == 2 and "lstm" in r.output
+
+
+def test_the_sealed_set_judges_a_recipe_once_on_two_rebuilds(scenario: Path,
+                                                             tmp_path: Path) -> None:
+    from aqmllm_models.cli import cli
+    from aqmllm_models.recipe import DAEMON_DEFAULT
+    from aqmllmd.default_model import DEFAULT_MODEL, STUDENT_MODEL
+
+    recipe = _tiny_recipe(scenario, tmp_path)
+    sealed = tmp_path / "sealed"
+    sealed.mkdir()
+    shutil.copy(scenario, sealed / "tiny.toml")
+    ledger = tmp_path / "LEDGER.json"
+    common = ["--out", str(tmp_path / "o"), "--seeds", "1,2", "--baselines", "dualpi2",
+              "--scenarios", str(sealed), "--ledger", str(ledger), "--install"]
+    before = DAEMON_DEFAULT.read_bytes()
+    r = CliRunner().invoke(cli, ["sealed-test", str(recipe), str(STUDENT_MODEL), *common])
+    assert r.exit_code == 2 and "or more independent rebuilds" in r.output
+    assert not ledger.exists()  # a refused call uses no turn
+    r = CliRunner().invoke(cli, ["sealed-test", str(recipe), str(STUDENT_MODEL),
+                                 str(DEFAULT_MODEL), *common])
+    assert r.exit_code == 0, r.output
+    entry, = json.loads(ledger.read_text())
+    assert entry["status"] == "failed the gate"  # two seeds: the gate needs five
+    assert all(m["gate_failures"] for m in entry["models"])
+    assert DAEMON_DEFAULT.read_bytes() == before  # failed: nothing installed
+    assert "### Rebuild 1" in (tmp_path / "o" / "table.md").read_text()
+    r = CliRunner().invoke(cli, ["sealed-test", str(recipe), str(STUDENT_MODEL),
+                                 str(DEFAULT_MODEL), *common])
+    assert r.exit_code == 1 and "already judged this recipe" in r.output
+    # A changed recipe is a new one: it gets its own turn, recorded beside the first.
+    recipe.write_text(recipe.read_text() + "# frozen again\n")
+    ledger_text = ledger.read_text()
+    ledger.write_text(ledger_text.replace('"status": "failed the gate"', '"status": "started"'))
+    r = CliRunner().invoke(cli, ["sealed-test", str(recipe), str(STUDENT_MODEL),
+                                 str(DEFAULT_MODEL), *common[:-1], "--seeds", "1"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(ledger.read_text())) == 2
 
 
 @pytest.mark.parametrize("text, message", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ from aqmllm_sim.traces import (
 )
 
 TRACES = Path(__file__).resolve().parents[1] / "sim" / "traces"
-COMMITTED = sorted([*TRACES.glob("held-out/*.mahimahi"), *TRACES.glob("train/*.mahimahi")])
+#: Every committed trace directory (sim/traces/README.md): each trace in them has its
+#: excerpt in sources/ and comes from a log no other directory uses.
+SETS = ("held-out", "train", "sealed")
+COMMITTED = sorted(p for d in SETS for p in TRACES.glob(f"{d}/*.mahimahi"))
 
 
 def test_a_constant_rate_gives_one_opportunity_per_packet_time() -> None:
@@ -79,10 +83,21 @@ def test_each_committed_trace_is_rebuilt_from_its_excerpt(trace: Path) -> None:
     assert check_trace(trace, trace.name) == len(rebuilt)
 
 
-def test_held_out_and_training_traces_come_from_different_logs() -> None:
-    held = {p.stem for p in TRACES.glob("held-out/*.mahimahi")}
-    train = {p.stem for p in TRACES.glob("train/*.mahimahi")}
-    assert len(held) >= 5 and len(train) >= 5
-    assert not held & train
+def test_held_out_training_and_sealed_traces_come_from_different_logs() -> None:
+    stems = {d: {p.stem for p in TRACES.glob(f"{d}/*.mahimahi")} for d in SETS}
+    assert len(stems["held-out"]) >= 5 and len(stems["train"]) >= 5
+    assert len(stems["sealed"]) >= 3
     excerpts = {p.stem: p.read_text() for p in TRACES.glob("sources/*.tsv")}
-    assert not {excerpts[h] for h in held} & {excerpts[t] for t in train}
+    for i, a in enumerate(SETS):
+        for b in SETS[i + 1:]:
+            assert not stems[a] & stems[b], (a, b)
+            assert not {excerpts[s] for s in stems[a]} & {excerpts[s] for s in stems[b]}
+    # The README's table names each trace's log (| `DIR/NAME` | mean | log | ...); no log
+    # may feed two directories.
+    rows = [re.match(r"\| `([^/`]+)/([^`]+)` \| [\d.]+ \| ([^|]+) \|", line)
+            for line in (TRACES / "README.md").read_text().splitlines()]
+    logs = {d: {m[3].strip() for m in rows if m and m[1] == d} for d in SETS}
+    assert {d: {m[2] for m in rows if m and m[1] == d} for d in SETS} == stems
+    for i, a in enumerate(SETS):
+        for b in SETS[i + 1:]:
+            assert not logs[a] & logs[b], (a, b)

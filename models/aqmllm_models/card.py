@@ -157,14 +157,15 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         "### Promotion gate",
         "",
-        "aqmllmd packages a model as its default only if, on every scenario above, it keeps",
-        "at least 98 % of DualPI2's utilisation (means over the seeds), a Jain index no more",
-        "than 0.02 below, and a p99 sojourn in either queue not measurably higher, and",
-        "somewhere a measurably lower one; measurably: by more than two standard errors of",
-        "the seed-by-seed difference (`aqmllm_models.closed_loop.gate`).",
+        "On every scenario above, paired seed by seed with the best DualPI2 for the link:",
+        "utilisation at least 98 % of DualPI2's, a Jain index no more than 0.02 below, each",
+        "p99 within 10 %, at the one-sided 95 % bound of the difference, and somewhere",
+        "better after Holm's correction (`aqmllm_models.closed_loop.gate`). These scenarios",
+        "are the development set: whether a recipe's model becomes aqmllmd's default is",
+        "decided once, on the sealed set (`aqmllm-train sealed-test`).",
         "",
         *(["**Passed.**"] if not pipe.gate_failures else
-          ["**Not passed**, so it was not installed as aqmllmd's default:", "",
+          ["**Not passed:**", "",
            *[f"- {why}" for why in pipe.gate_failures]]),
         *(["", "Installed as aqmllmd's `student.onnx`"
            + (" and its packaged default model." if pipe.installed_default else

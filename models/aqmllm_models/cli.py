@@ -25,6 +25,7 @@ from .checkpoint import (
     teacher_weights,
 )
 from .data import RETURN_KINDS
+from .sealed import sealed_test
 
 
 def _steps(*datasets: str, returns: str = "packet"):  # noqa: ANN202
@@ -43,6 +44,7 @@ def cli() -> None:
 
 cli.add_command(ablation)  # ablation.py: the teacher's backbones compared
 cli.add_command(ablation_closed_loop)  # ... and their students on the held-out suite
+cli.add_command(sealed_test)  # sealed.py: the once-only test that decides installation
 
 
 @cli.command()
@@ -413,9 +415,11 @@ def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds
               help="datasets, teacher, student; stages already done there are skipped")
 @click.option("--tiny", is_flag=True, help="a tiny random Llama teacher (smoke runs, tests)")
 @click.option("--install/--no-install", default=False, show_default=True,
-              help="ship it as aqmllmd's student.onnx, and as its packaged default "
-                   "if it passes the gate (closed_loop.gate)")
-@click.option("--force-install", is_flag=True, help="install it even if it fails the gate")
+              help="ship it as aqmllmd's student.onnx (its packaged default is decided "
+                   "on the sealed set: `sealed-test`)")
+@click.option("--force-install", is_flag=True,
+              help="with --install, make it aqmllmd's packaged default too, untested on "
+                   "the sealed set")
 @click.option("--until-export", is_flag=True,
               help="stop after the export and the offline evaluation (OUT/offline.json): "
                    "no closed loop, no card, nothing installed")

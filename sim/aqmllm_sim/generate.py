@@ -4,8 +4,8 @@
 of seed N depends on (N, i) only, so a larger count extends a smaller one. Each draws:
 
 - a capacity process: a constant rate or rate steps (log-uniform over 2-200 Mbit/s),
-  a training trace (sim/traces/train/, never a held-out one), or a random walk written
-  as a new Mahimahi trace beside the scenario;
+  a training trace (sim/traces/train/, never a held-out or sealed one), or a random
+  walk written as a new Mahimahi trace beside the scenario;
 - 1-16 bulk flows: DCTCP, CUBIC or Reno, classic flows with ECN (80 %) or Not-ECT,
   some starting late; base RTTs log-uniform over 5-300 ms, one RTT for all flows half
   the time;
@@ -13,7 +13,9 @@ of seed N depends on (N, i) only, so a larger count extends a smaller one. Each 
   traffic (5-30 % of the capacity);
 - a duration that keeps a run near TARGET_PACKETS packets (5-40 s).
 
-The held-out traces (sim/traces/held-out/) are refused, by path and by content.
+The held-out traces (sim/traces/held-out/) and the sealed test's (sim/traces/sealed/)
+are refused, by path and by content: the generator replays only sim/traces/train/, and
+a file there equal to one of theirs stops it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from .traces import mahimahi_text, mean_mbps, opportunities
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 TRAIN_TRACES = TRACES / "train"
 HELD_OUT_TRACES = TRACES / "held-out"
+#: The sealed test's traces (sim/scenarios/sealed/README.md): never trained on.
+SEALED_TRACES = TRACES / "sealed"
 RATE_MBPS = (2.0, 200.0)
 RTT_MS = (5.0, 300.0)
 MAX_FLOWS = 16
@@ -48,12 +52,15 @@ def _log_uniform(rng: random.Random, lo: float, hi: float) -> float:
 
 def training_traces() -> list[Path]:
     """The traces the generator may replay: sim/traces/train/, none equal to a held-out
-    trace."""
-    held = {p.read_bytes() for p in HELD_OUT_TRACES.glob("*.mahimahi")}
+    or a sealed trace (a copy under another name would leak it into training)."""
+    kept = {p.read_bytes(): kind for kind, d in (("held-out", HELD_OUT_TRACES),
+                                                 ("sealed", SEALED_TRACES))
+            for p in d.glob("*.mahimahi")}
     out = sorted(TRAIN_TRACES.glob("*.mahimahi"))
     for p in out:
-        if p.read_bytes() in held:
-            raise GenerateError(f"{p} is also a held-out trace")
+        kind = kept.get(p.read_bytes())
+        if kind is not None:
+            raise GenerateError(f"{p} is also a {kind} trace")
     if not out:
         raise GenerateError(f"no training trace in {TRAIN_TRACES}")
     return out
