@@ -97,3 +97,20 @@ def test_metrics_against_known_values() -> None:
                     [0.25, 0.25, 0.5]])
     m = metrics(raw, raw, np.array([0, 0, 1, 2]), np.ones(4))
     assert m["balanced_nll"] == pytest.approx((np.log(2) + np.log(4) + np.log(2)) / 3)
+
+
+def test_run_prefixes_keep_the_start_of_every_run() -> None:
+    """--train-fraction: less data of the same kind, whole runs never merged."""
+    from aqmllm_models.data import Steps, run_prefixes, windows
+
+    n = np.arange(10)
+    steps = Steps(n[:, None].astype(np.float32), n % 3, n.astype(np.float32),
+                  n.astype(np.float32), np.array([0, 4, 9]))
+    half = run_prefixes(steps, 0.5)
+    assert half.features[:, 0].tolist() == [0, 1, 4, 5, 6, 9]  # ceil(half) of 4, 5, 1
+    assert half.run_starts.tolist() == [0, 2, 5]
+    assert half.returns.tolist() == [0, 1, 4, 5, 6, 9]  # the whole runs' returns-to-go
+    assert windows(half, 2).tolist() == [0, 2, 3]  # no window across a cut
+    assert run_prefixes(steps, 1.0).actions.tolist() == steps.actions.tolist()
+    with pytest.raises(ValueError, match="fraction"):
+        run_prefixes(steps, 0)

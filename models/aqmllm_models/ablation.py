@@ -307,6 +307,9 @@ def _load(paths: tuple[str, ...], returns: str) -> Any:
 @click.option("--weight-power", default=1.0, show_default=True)
 @click.option("--returns", type=click.Choice(["packet", "interval"]), default="interval",
               show_default=True, help="as `teacher --returns` (the recipe's: interval)")
+@click.option("--train-fraction", default=1.0, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="train on the first FRACTION of every recorded run (data scaling)")
 @click.option("--eval-windows", default=1500, show_default=True,
               help="held-out windows, up to a third of them per action")
 @click.option("--backbone", "backbone_path", default=None,
@@ -317,7 +320,8 @@ def _load(paths: tuple[str, ...], returns: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="print results JSON, not the table")
 def ablation(datasets: tuple[str, ...], heldout: tuple[str, ...], backbones: str, seeds: str,
              n_steps: int, batch: int, lr: float, window: int, weight_power: float,
-             returns: str, eval_windows: int, backbone_path: str | None, tiny: bool,
+             returns: str, train_fraction: float, eval_windows: int,
+             backbone_path: str | None, tiny: bool,
              out: Path, as_json: bool) -> None:
     """Train the teacher with each backbone and seed on DATASETS; compare on --heldout.
 
@@ -331,6 +335,10 @@ def ablation(datasets: tuple[str, ...], heldout: tuple[str, ...], backbones: str
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     train = _load(datasets, returns)
+    if train_fraction < 1:
+        from .data import run_prefixes
+
+        train = run_prefixes(train, train_fraction)
     held = _load(heldout, returns)
     starts, weights = pick_eval_windows(held, window, eval_windows)
     if len(starts) == 0:
@@ -340,6 +348,7 @@ def ablation(datasets: tuple[str, ...], heldout: tuple[str, ...], backbones: str
     settings = {"datasets": list(datasets), "heldout": list(heldout), "steps": n_steps,
                 "batch": batch, "lr": lr, "window": window, "weight_power": weight_power,
                 "returns": returns, "eval_windows": eval_windows,
+                **({"train_fraction": train_fraction} if train_fraction < 1 else {}),
                 "backbone_path": backbone_path, "tiny": tiny}
     plan = [(b, s) for s in seed_list for b in kinds]  # every backbone of a seed, in turn
     runs: list[dict[str, Any]] = []

@@ -172,6 +172,20 @@ def concat(parts: list[Steps]) -> Steps:
                  np.concatenate([p.run_starts + o for p, o in zip(parts, offsets, strict=True)]))
 
 
+def run_prefixes(steps: Steps, fraction: float) -> Steps:
+    """The first `fraction` of every run (at least one packet each): less data of the
+    same kind, for scaling studies. Returns-to-go stay those of the whole run."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction}: want 0 < fraction <= 1")
+    ends = np.append(steps.run_starts[1:], len(steps.actions))
+    keep = [np.arange(s, s + max(1, int(np.ceil(fraction * (e - s)))))
+            for s, e in zip(steps.run_starts, ends, strict=True) if e > s]
+    idx = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    starts = np.cumsum([0] + [len(k) for k in keep[:-1]]).astype(np.int64)
+    return Steps(steps.features[idx], steps.actions[idx], steps.rewards[idx],
+                 steps.returns[idx], starts)
+
+
 def windows(steps: Steps, k: int) -> np.ndarray:
     """Start indices of every K-step window that stays inside one run."""
     ends = np.append(steps.run_starts[1:], len(steps.actions))
