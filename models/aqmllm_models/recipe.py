@@ -87,10 +87,13 @@ class Pipeline:
     def __init__(self, recipe_path: Path, out: Path, work: Path, tiny: bool = False,
                  install: bool = False, force_install: bool = False,
                  echo: Any = print, until_export: bool = False, data: Path | None = None,
-                 teacher: dict[str, Any] | None = None) -> None:
+                 teacher: dict[str, Any] | None = None,
+                 evaluate: dict[str, Any] | None = None) -> None:
         self.recipe = load_recipe(recipe_path)
         if teacher:  # the ablation's overrides of [teacher] (kind, seed)
             self.recipe["teacher"] = {**self.recipe["teacher"], **teacher}
+        if evaluate:  # ... and of [evaluate] (seeds)
+            self.recipe["evaluate"] = {**self.recipe["evaluate"], **evaluate}
         self.recipe_path = recipe_path
         self.out, self.work, self.tiny, self.install = out, work, tiny, install
         #: Where the recordings (and generated scenarios) live: several teachers can
