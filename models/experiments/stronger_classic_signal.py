@@ -3,8 +3,8 @@
 Runs `dualpi2-gain2` (the best DualPI2 per link with both PI gains doubled) on every
 held-out scenario for the suite's seeds, pairs it seed by seed with the suite's best
 DualPI2, and prints the paired differences beside those of the shipped student and of
-the generated-recipe student, then judges dualpi2-gain2 by the promotion gate as if it
-were a model (models/EXPERIMENTS.md, 2026-12-03).
+the generated-recipe student with the LLM teacher, then judges dualpi2-gain2 by the
+promotion gate as if it were a model (models/EXPERIMENTS.md, 2026-12-03).
 
     python models/experiments/stronger_classic_signal.py [--jobs 2] [--out results.json]
 """
@@ -25,7 +25,7 @@ from aqmllm_models.closed_loop import _baseline, gate, paired_rows
 REPO = Path(__file__).resolve().parents[2]
 HELD_OUT = sorted((REPO / "sim" / "scenarios" / "held-out").glob("*.toml"))
 SUITE = REPO / "sim" / "figures" / "heldout-suite" / "results.json"
-GENERATED = REPO / "models" / "generated" / "closed-loop-results.json"
+GENERATED = REPO / "models" / "ablation" / "pretrained-seed0" / "closed-loop-results.json"
 FIGURES = ("utilisation", "jain", "c_p99_ms", "l_p99_ms")
 
 
