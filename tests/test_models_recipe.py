@@ -254,6 +254,8 @@ def test_the_sealed_set_judges_a_recipe_once_on_two_rebuilds(scenario: Path,
      '[distill]\n[dagger]\n[evaluate]\n', "count must be 1-200"),
     ('[record.generate]\nseed = 1\ncount = 2\npolicies = [{scenario = "x"}]\n[teacher]\n'
      '[distill]\n[dagger]\n[evaluate]\n', "without a scenario"),
+    ('[record]\n[[record.jobs]]\nscenario = "x"\n[teacher]\nkind = "lstm"\n[distill]\n'
+     '[dagger]\n[evaluate]\n', "'lstm' is not one of"),
 ])
 def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> None:
     from aqmllm_models.cli import cli

@@ -39,8 +39,9 @@ class _Hidden(SimpleNamespace):
     """What L4SLM reads from a backbone's output: `last_hidden_state`."""
 
 
-def no_backbone(width: int = NONE_WIDTH) -> Any:
-    """No sequence model: each token's hidden state is its own embedding."""
+def no_backbone(width: int = NONE_WIDTH, constant: bool = False) -> Any:
+    """No sequence model: each token's hidden state is its own embedding; with constant,
+    zeros for every token, so the head's output is its bias, the same for every state."""
     nn = _import_nn()
 
     class NoBackbone(nn.Module):
@@ -49,24 +50,10 @@ def no_backbone(width: int = NONE_WIDTH) -> Any:
             self.config = SimpleNamespace(hidden_size=width)
 
         def forward(self, inputs_embeds: Any) -> _Hidden:
-            return _Hidden(last_hidden_state=inputs_embeds)
+            return _Hidden(last_hidden_state=inputs_embeds.detach() * 0 if constant
+                           else inputs_embeds)
 
     return NoBackbone()
-
-
-def constant_backbone(width: int = NONE_WIDTH) -> Any:
-    """Zeros for every token: the head's output is its bias, the same for every state."""
-    nn = _import_nn()
-
-    class ConstantBackbone(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.config = SimpleNamespace(hidden_size=width)
-
-        def forward(self, inputs_embeds: Any) -> _Hidden:
-            return _Hidden(last_hidden_state=inputs_embeds.detach() * 0)
-
-    return ConstantBackbone()
 
 
 def gru_backbone(width: int = GRU_WIDTH, layers: int = GRU_LAYERS) -> Any:
@@ -133,7 +120,7 @@ def build(kind: str, steps: Any, seed: int, backbone: str | None = None,
     elif kind == "gru":
         bb = gru_backbone()
     elif kind == "constant":
-        bb = constant_backbone()
+        bb = no_backbone(constant=True)
     model = L4SLM(bb, bb.config.hidden_size, torch.tensor(steps.features.mean(0)),
                   torch.tensor(steps.features.std(0)))
     if kind == "constant":  # only the head's bias can learn anything

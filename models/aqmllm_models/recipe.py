@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .backbones import BACKBONES
+from .backbones import check_kind
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMON_DEFAULT = REPO / "daemon" / "aqmllmd" / "default_model" / "default.onnx"
@@ -55,9 +55,10 @@ def load_recipe(path: Path) -> dict[str, Any]:
                               "scenario")
     if gen is not None:
         _check_generate(path, gen)
-    kind = recipe["teacher"].get("kind", "pretrained")
-    if kind not in BACKBONES:
-        raise RecipeError(f"{path}: teacher.kind {kind!r} is not one of {', '.join(BACKBONES)}")
+    try:
+        check_kind(recipe["teacher"].get("kind", "pretrained"))
+    except ValueError as e:
+        raise RecipeError(f"{path}: teacher: {e}") from e
     seed = recipe["teacher"].get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise RecipeError(f"{path}: teacher.seed must be an integer >= 0")

@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from .closed_loop import evaluate_closed_loop, gate, gate_table
-from .recipe import DAEMON_DEFAULT, REPO
+from .recipe import DAEMON_DEFAULT, REPO, _rel
 
 SEALED = REPO / "sim" / "scenarios" / "sealed"
 LEDGER = REPO / "models" / "sealed" / "LEDGER.json"
@@ -56,13 +56,6 @@ def write_ledger(path: Path, entries: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(entries, indent=1) + "\n")
     tmp.replace(path)
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(REPO))
-    except ValueError:
-        return str(p)
 
 
 @click.command("sealed-test")
@@ -103,14 +96,14 @@ def sealed_test(recipe: Path, models: tuple[Path, ...], out: Path, seeds: str,
     used = [e for e in entries if e.get("recipe_sha256") == recipe_sha]
     if used:
         raise click.ClickException(
-            f"the sealed set has already judged this recipe ({_rel(recipe)}, "
-            f"{used[0].get('started')}, {used[0].get('status')}; {_rel(ledger)}): each "
+            f"the sealed set has already judged this recipe ({_rel(str(recipe))}, "
+            f"{used[0].get('started')}, {used[0].get('status')}; {_rel(str(ledger))}): each "
             "frozen recipe gets one turn; a changed recipe is a new one")
     entry: dict[str, Any] = {
-        "recipe": _rel(recipe), "recipe_sha256": recipe_sha,
+        "recipe": _rel(str(recipe)), "recipe_sha256": recipe_sha,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "status": "started",
         "scenarios": [p.stem for p in scenarios], "seeds": seed_list,
-        "models": [{"path": _rel(m), "sha256": digest(m)} for m in models]}
+        "models": [{"path": _rel(str(m)), "sha256": digest(m)} for m in models]}
     write_ledger(ledger, [*entries, entry])  # the turn is used from here on
     names = [b.strip() for b in baselines.split(",") if b.strip()]
     reuse: list[dict[str, Any]] | None = None
@@ -125,14 +118,14 @@ def sealed_test(recipe: Path, models: tuple[Path, ...], out: Path, seeds: str,
             raise click.ClickException(str(e)) from e
         reuse = reuse or rows  # the baselines are the same for every rebuild
         record["gate_failures"] = gate(rows)
-        tables.append(f"### Rebuild {i}: {_rel(model)}\n\n{gate_table(rows)}\n")
+        tables.append(f"### Rebuild {i}: {_rel(str(model))}\n\n{gate_table(rows)}\n")
     passed = all(not r["gate_failures"] for r in entry["models"])
     entry.update(status="passed" if passed else "failed the gate",
                  finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if install and passed:
         shutil.copy(models[0], DAEMON_DEFAULT)
         DAEMON_DEFAULT.chmod(0o644)
-        entry["installed"] = _rel(DAEMON_DEFAULT)
+        entry["installed"] = _rel(str(DAEMON_DEFAULT))
     write_ledger(ledger, [*entries, entry])
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(entry, indent=1))
@@ -143,5 +136,5 @@ def sealed_test(recipe: Path, models: tuple[Path, ...], out: Path, seeds: str,
         click.echo(f"{r['path']}: {verdict}")
         for why in r["gate_failures"]:
             click.echo(f"  - {why}")
-    click.echo(f"sealed test of {_rel(recipe)}: {entry['status']}"
+    click.echo(f"sealed test of {_rel(str(recipe))}: {entry['status']}"
                + (f"; installed as {entry['installed']}" if "installed" in entry else ""))
