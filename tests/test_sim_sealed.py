@@ -20,7 +20,7 @@ SCENARIOS = REPO / "sim" / "scenarios"
 SEALED_DIR = SCENARIOS / "sealed"
 SEALED = sorted(SEALED_DIR.glob("*.toml"))
 HELD_OUT = sorted((SCENARIOS / "held-out").glob("*.toml"))
-RECIPES = sorted((REPO / "models").glob("*.toml"))
+RECIPES = sorted((REPO / "models").rglob("*.toml"))
 #: The note `aqmllm-sim tune-dualpi2 --write` puts above the step keys (aqmllm_sim/cli.py).
 TUNED_NOTE = ("best DualPI2 step for this link: aqmllm-sim tune-dualpi2, seeds 901,902,903 "
               "(sim/README.md)")

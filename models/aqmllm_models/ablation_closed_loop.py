@@ -128,7 +128,7 @@ def _echo(message: str) -> None:
 
 @click.command("ablation-closed-loop")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                default="models/recipe-generated.toml")
+                default="models/recipe.toml")
 @click.option("--kinds", default=",".join(BACKBONES), show_default=True,
               help="backbone kinds, comma-separated, among " + ", ".join(BACKBONES))
 @click.option("--seeds", default="0", show_default=True,
