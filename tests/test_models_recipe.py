@@ -204,6 +204,13 @@ def test_backbone_ablation_in_closed_loop_shares_recordings_and_resumes(
     assert again["again"]["details"] == again["gru s0"]["details"]
     r = CliRunner().invoke(cli, [*args, "--kinds", "lstm"])
     assert r.exit_code == 2 and "lstm" in r.output
+    # More teacher steps than the recipe's: a run of its own, the rest unchanged.
+    r = CliRunner().invoke(cli, [*args, "--kinds", "gru", "--teacher-steps", "3"])
+    assert r.exit_code == 0, r.output
+    longer = out / "gru-seed0-steps3"
+    assert json.loads((longer / "teacher" / "train.json").read_text())["steps"] == 3
+    assert set(json.loads((out / "results.json").read_text())["columns"]) == {
+        "gru s0 3 steps"}
 
 
 def test_the_sealed_set_judges_a_recipe_once_on_two_rebuilds(scenario: Path,
@@ -222,6 +229,16 @@ def test_the_sealed_set_judges_a_recipe_once_on_two_rebuilds(scenario: Path,
     before = DAEMON_DEFAULT.read_bytes()
     r = CliRunner().invoke(cli, ["sealed-test", str(recipe), str(STUDENT_MODEL), *common])
     assert r.exit_code == 2 and "or more independent rebuilds" in r.output
+    # A rebuild that differs only in its metadata (another work directory) is one model.
+    import onnx
+
+    twin = onnx.load(str(STUDENT_MODEL))
+    onnx.helper.set_model_props(twin, {"aqmllm.description": "built in build/elsewhere"})
+    onnx.save(twin, str(tmp_path / "twin.onnx"))
+    assert (tmp_path / "twin.onnx").read_bytes() != STUDENT_MODEL.read_bytes()
+    r = CliRunner().invoke(cli, ["sealed-test", str(recipe), str(STUDENT_MODEL),
+                                 str(tmp_path / "twin.onnx"), *common])
+    assert r.exit_code == 2 and "same model" in r.output
     assert not ledger.exists()  # a refused call uses no turn
     r = CliRunner().invoke(cli, ["sealed-test", str(recipe), str(STUDENT_MODEL),
                                  str(DEFAULT_MODEL), *common])

@@ -11,10 +11,11 @@ so each run costs its teacher, its student and the model's own closed-loop runs.
 A run whose RUN/model/closed-loop-results.json exists (and covers --eval-seeds) is not
 run again: a stopped ablation resumes where it stopped. --eval-seeds replaces the
 recipe's closed-loop seeds (fewer, when time is short), and every column is then judged
-on those seeds alone, so the columns stay paired. --compare NAME=RESULTS.json adds a column for a
-policy NAME in RESULTS.json (for example dualpi2-gain2, DualPI2 with doubled PI gains),
-judged by the gate as if it were a model; a RESULTS.json without that policy gives its
-model's rows (another model's closed-loop results).
+on those seeds alone, so the columns stay paired. --teacher-steps N trains every teacher
+N steps instead of the recipe's (issue 18's scaling question in closed loop). --compare
+NAME=RESULTS.json adds a column for a policy NAME in RESULTS.json (for example
+dualpi2-gain2, DualPI2 with doubled PI gains), judged by the gate as if it were a model;
+a RESULTS.json without that policy gives its model's rows (another model's results).
 
 Writes OUT/results.json (per run: gate failures, gains, teacher compute, paired
 differences) and OUT/table.md.
@@ -35,18 +36,19 @@ from .closed_loop import FIGURES, gate, gate_details
 RESULTS = "closed-loop-results.json"
 
 
-def _run_dir(out: Path, kind: str, seed: int) -> Path:
-    return out / f"{kind}-seed{seed}"
+def _run_dir(out: Path, kind: str, seed: int, steps: int | None = None) -> Path:
+    return out / (f"{kind}-seed{seed}" + (f"-steps{steps}" if steps else ""))
 
 
 def run_pipeline(recipe: Path, out: Path, data: Path, kind: str, seed: int,
                  tiny: bool = False, echo: Any = print,
-                 eval_seeds: list[int] | None = None) -> Path:
-    """One (kind, seed) through the recipe; its closed-loop results.json. Results that
-    cover eval_seeds (default: the recipe's) are kept."""
+                 eval_seeds: list[int] | None = None, steps: int | None = None) -> Path:
+    """One (kind, seed) through the recipe, with `steps` teacher steps instead of the
+    recipe's if given; its closed-loop results.json. Results that cover eval_seeds
+    (default: the recipe's) are kept."""
     from .recipe import Pipeline
 
-    run = _run_dir(out, kind, seed)
+    run = _run_dir(out, kind, seed, steps)
     done = run / "model" / RESULTS
     if done.is_file() and (eval_seeds is None or set(eval_seeds) <= {
             r["seed"] for r in json.loads(done.read_text())["rows"] if r["policy"] == "llm"}):
@@ -54,7 +56,8 @@ def run_pipeline(recipe: Path, out: Path, data: Path, kind: str, seed: int,
         return done
     ev = {"seeds": ",".join(map(str, eval_seeds))} if eval_seeds else None
     Pipeline(recipe, run / "model", run, tiny=tiny, echo=echo, data=data,
-             teacher={"kind": kind, "seed": seed}, evaluate=ev).run()
+             teacher={"kind": kind, "seed": seed, **({"max_steps": steps} if steps else {})},
+             evaluate=ev).run()
     return done
 
 
@@ -141,11 +144,14 @@ def _echo(message: str) -> None:
 @click.option("--eval-seeds", default=None,
               help="closed-loop seeds, comma-separated, instead of the recipe's; every "
                    "column is judged on these seeds only")
+@click.option("--teacher-steps", type=click.IntRange(min=1), default=None,
+              help="teacher training steps instead of the recipe's (runs in "
+                   "KIND-seedS-stepsN)")
 @click.option("--tiny", is_flag=True, help="tiny Llama for pretrained/random (tests)")
 @click.option("--json", "as_json", is_flag=True)
 def ablation_closed_loop(recipe: Path, kinds: str, seeds: str, data: Path, out: Path,
-                         compare: tuple[str, ...], eval_seeds: str | None, tiny: bool,
-                         as_json: bool) -> None:
+                         compare: tuple[str, ...], eval_seeds: str | None,
+                         teacher_steps: int | None, tiny: bool, as_json: bool) -> None:
     """Each backbone's student through RECIPE's pipeline and its held-out gate."""
     from .recipe import RecipeError
 
@@ -171,14 +177,18 @@ def ablation_closed_loop(recipe: Path, kinds: str, seeds: str, data: Path, out: 
     for kind in kind_list:
         for seed in seed_list:
             try:
-                done = run_pipeline(recipe, out, data, kind, seed, tiny, _echo, judged)
+                done = run_pipeline(recipe, out, data, kind, seed, tiny, _echo, judged,
+                                    teacher_steps)
             except (RecipeError, RuntimeError) as e:
                 raise click.ClickException(f"{kind} seed {seed}: {e}") from e
             rows = only_seeds(json.loads(done.read_text())["rows"], judged)
             baseline_rows = baseline_rows or rows
-            columns[f"{kind} s{seed}"] = {
-                "kind": kind, "seed": seed, "results": str(done),
-                "teacher_seconds": teacher_seconds(_run_dir(out, kind, seed)), **judge(rows)}
+            name = f"{kind} s{seed}" + (f" {teacher_steps} steps" if teacher_steps else "")
+            columns[name] = {
+                "kind": kind, "seed": seed, "teacher_steps": teacher_steps,
+                "results": str(done),
+                "teacher_seconds": teacher_seconds(_run_dir(out, kind, seed, teacher_steps)),
+                **judge(rows)}
     for name, path in extra:
         rows = _pose_as_model(only_seeds(json.loads(path.read_text())["rows"], judged), name,
                               baseline_rows)

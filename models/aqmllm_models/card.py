@@ -68,11 +68,11 @@ def write_card(pipe: Any, teacher_dir: Path, student_dir: Path, datasets: list[P
         "# AQM-LLM student model",
         "",
         ("The student network `make model` made, shipped as aqmllmd's `student.onnx`"
-         + (" and, as it passed the promotion gate below, its packaged default"
-            if pipe.installed_default else "") + f": {features.N_FEATURES} features in "
-         "(the daemon's" if pipe.installed else "The student network `make model` made "
-         "(aqmllmd's packaged default only once one passes the promotion gate below): "
-         f"{features.N_FEATURES} features in (the daemon's"),
+         + (" and, forced by `--force-install` without the sealed test, its packaged "
+            "default" if pipe.installed_default else "") + f": {features.N_FEATURES} "
+         "features in (the daemon's" if pipe.installed else "The student network `make "
+         "model` made (aqmllmd's packaged default only if its recipe passes the sealed "
+         f"test, `aqmllm-train sealed-test`): {features.N_FEATURES} features in (the daemon's"),
         "feature pipeline), a distribution over enqueue, drop and mark out, normalisation in",
         f"the graph. It was distilled from an AQM-LLM teacher ({teacher_is},",
         "trained by return-conditioned offline RL on the recordings below), then refined by",

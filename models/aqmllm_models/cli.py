@@ -423,15 +423,20 @@ def closed_loop_cmd(model: str, scenarios: tuple[str, ...], policies: str, seeds
 @click.option("--until-export", is_flag=True,
               help="stop after the export and the offline evaluation (OUT/offline.json): "
                    "no closed loop, no card, nothing installed")
+@click.option("--teacher-seed", type=click.IntRange(min=0), default=None,
+              help="the teacher's training seed instead of the recipe's [teacher] seed: "
+                   "an independent rebuild for the sealed test")
 def pipeline(recipe: Path, out: Path, work: Path, tiny: bool, install: bool,
-             force_install: bool, until_export: bool) -> None:
+             force_install: bool, until_export: bool, teacher_seed: int | None) -> None:
     """Everything `make model` does: record, teacher, distill, DAgger, export, evaluate."""
     from .recipe import Pipeline, RecipeError
 
     try:
         model = Pipeline(recipe, out, work, tiny=tiny, install=install,
                          force_install=force_install, echo=click.echo,
-                         until_export=until_export).run()
+                         until_export=until_export,
+                         teacher=None if teacher_seed is None else {"seed": teacher_seed}
+                         ).run()
     except (RecipeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"model: {model}; card: {out / 'README.md'}")

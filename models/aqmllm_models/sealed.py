@@ -39,6 +39,19 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def graph_digest(path: Path) -> str:
+    """The digest of a model's graph and weights without its metadata: two rebuilds in
+    different work directories differ only in their description, and are one model."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError and others for a bad file
+        raise click.UsageError(f"{path}: not an ONNX model ({e})") from e
+    model.ClearField("metadata_props")
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
 def read_ledger(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -79,11 +92,12 @@ def sealed_test(recipe: Path, models: tuple[Path, ...], out: Path, seeds: str,
                 baselines: str, jobs: int, install: bool, scenario_dir: Path,
                 ledger: Path) -> None:
     """Judge MODELS, independent rebuilds of RECIPE, once on the sealed scenarios."""
-    if len(models) < MIN_REBUILDS or len({digest(m) for m in models}) < len(models):
+    if len(models) < MIN_REBUILDS or len({graph_digest(m) for m in models}) < len(models):
         raise click.UsageError(
             f"a frozen recipe is judged on {MIN_REBUILDS} or more independent rebuilds "
-            "(`aqmllm-train pipeline RECIPE --work W1 --out O1 --until-export`, then W2/O2"
-            "; different files): one model can pass by luck")
+            "(`aqmllm-train pipeline RECIPE --work W1 --out O1 --until-export "
+            "--teacher-seed 1`, then W2/O2 with another seed; different graphs: a rebuild "
+            "with the same seed is the same model): one model can pass by luck")
     scenarios = sorted(scenario_dir.glob("*.toml"))
     if not scenarios:
         raise click.UsageError(f"{scenario_dir}: no scenario")
